@@ -1,0 +1,165 @@
+"""The Queue interface: durable work items for long-lived agents.
+
+At-least-once delivery with leases. Each reservation carries a fencing ``token``;
+:meth:`Queue.ack`, :meth:`Queue.nack`, :meth:`Queue.extend` and :meth:`Queue.checkpoint`
+succeed only with the item's current token, so a holder whose lease expired and was
+reclaimed can never complete or fail work now handed to someone else
+(:class:`~forge_core.exceptions.LeaseLost`). Times are Unix seconds (``time.time()``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import attrs
+
+from ._common import Availability
+
+__all__ = ["Lease", "NewItem", "Queue", "QueueItem", "QueueStats", "ItemState"]
+
+ItemState = Literal["pending", "reserved", "done", "dead", "cancelled"]
+
+
+def _check_priority(_: object, __: object, value: int) -> None:
+    if not 1 <= value <= 5:
+        raise ValueError(f"priority must be 1 (highest) to 5 (lowest), not {value}")
+
+
+@attrs.frozen(kw_only=True)
+class NewItem:
+    """A work item to put on a queue. ``payload`` must be JSON-serialisable."""
+
+    kind: str
+    payload: Any = None
+    priority: int = attrs.field(default=3, validator=_check_priority)
+    delay: float = 0.0
+    run_at: float | None = None
+    """Absolute time before which it is not delivered (wins over ``delay``)."""
+    key: str | None = None
+    """Idempotency key: a second put with the same key is a no-op returning the first id."""
+    max_deliveries: int = 5
+    tags: tuple[str, ...] = ()
+    """An item with tags goes only to consumers holding all of them."""
+
+
+@attrs.frozen(kw_only=True)
+class QueueItem:
+    """A work item as the queue holds it."""
+
+    id: str
+    kind: str
+    payload: Any
+    priority: int
+    state: ItemState
+    deliveries: int
+    max_deliveries: int
+    created_at: float
+    run_at: float
+    key: str | None = None
+    tags: tuple[str, ...] = ()
+    checkpoint: Any = None
+    result: Any = None
+    last_error: str | None = None
+    consumer: str | None = None
+    lease_expires_at: float | None = None
+    token: int = 0
+    finished_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Lease:
+    """The right to work on one item until ``expires_at``, proven by ``token``."""
+
+    item: QueueItem
+    token: int
+    consumer: str
+    expires_at: float
+
+
+@attrs.frozen(kw_only=True)
+class QueueStats:
+    by_state: Mapping[str, int]
+    pending_by_priority: Mapping[int, int]
+    oldest_pending_age: float | None
+    """Seconds the oldest deliverable pending item has waited, ``None`` when none waits."""
+
+
+class Queue(abc.ABC):
+    """Durable, shared work items. Backends: ``sqlite`` (core), ``redis`` (plugin)."""
+
+    name: ClassVar[str] = ""
+
+    @classmethod
+    def available(cls) -> Availability:
+        return Availability.yes()
+
+    @abc.abstractmethod
+    async def put(self, item: NewItem) -> str:
+        """Store ``item`` durably before returning its id. A known idempotency key returns the
+        existing id and changes nothing."""
+
+    async def put_many(self, items: Sequence[NewItem]) -> list[str]:
+        """Put many items; backends override this with one round trip / transaction."""
+        return [await self.put(item) for item in items]
+
+    @abc.abstractmethod
+    async def reserve(
+        self,
+        consumer: str,
+        lease: float,
+        *,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] = (),
+    ) -> Lease | None:
+        """Lease the most urgent deliverable item (priority, then run_at, then age), or ``None``.
+
+        Expired leases are reclaimed first: their items become deliverable again (or dead once
+        ``max_deliveries`` is reached). Each reservation gets a new, larger fencing token."""
+
+    @abc.abstractmethod
+    async def ack(self, lease: Lease, result: Any = None) -> None:
+        """Mark the item done with ``result``. :class:`LeaseLost` if the token is stale."""
+
+    @abc.abstractmethod
+    async def nack(self, lease: Lease, error: str, *, retry_at: float | None = None) -> None:
+        """Record a failed delivery; deliver again at ``retry_at`` (default now) or move it to
+        the dead letters when ``max_deliveries`` is spent. :class:`LeaseLost` if stale."""
+
+    @abc.abstractmethod
+    async def extend(self, lease: Lease, seconds: float) -> Lease:
+        """Heartbeat: push the lease's expiry ``seconds`` from now. :class:`LeaseLost` if stale."""
+
+    @abc.abstractmethod
+    async def checkpoint(self, lease: Lease, data: Any) -> None:
+        """Save progress; the next delivery's ``item.checkpoint`` carries it."""
+
+    @abc.abstractmethod
+    async def cancel(self, item_id: str) -> bool:
+        """Cancel a pending or reserved item; ``False`` when it had already finished."""
+
+    @abc.abstractmethod
+    async def get(self, item_id: str) -> QueueItem:
+        """One item; :class:`~forge_core.exceptions.NotFound` if unknown."""
+
+    @abc.abstractmethod
+    async def list(
+        self, *, state: ItemState | None = None, kind: str | None = None, limit: int = 100
+    ) -> list[QueueItem]:
+        """Items, newest first, optionally filtered."""
+
+    @abc.abstractmethod
+    async def requeue(self, item_id: str) -> None:
+        """Make a dead or cancelled item pending again with a fresh delivery budget."""
+
+    @abc.abstractmethod
+    async def stats(self) -> QueueStats:
+        """Depth by state and by priority, and the oldest waiting age."""
+
+    async def dead_letters(self, limit: int = 100) -> list[QueueItem]:
+        """Items that spent their deliveries."""
+        return await self.list(state="dead", limit=limit)
+
+    async def aclose(self) -> None:
+        """Release connections."""
