@@ -1,0 +1,46 @@
+"""Durable state: where Forge keeps its files, and the SQLite run-state store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ._records import (
+    FINISHED_RUN_STATES,
+    FINISHED_TASK_STATES,
+    AttemptRecord,
+    EventRecord,
+    RunRecord,
+    RunState,
+    TaskRecord,
+    TaskState,
+)
+from ._store import StateStore
+
+__all__ = [
+    "FINISHED_RUN_STATES",
+    "FINISHED_TASK_STATES",
+    "AttemptRecord",
+    "EventRecord",
+    "RunRecord",
+    "RunState",
+    "StateStore",
+    "TaskRecord",
+    "TaskState",
+    "forge_home",
+    "open_store",
+]
+
+
+def forge_home() -> Path:
+    """``$FORGE_HOME``, else ``$XDG_DATA_HOME/forge``, else ``~/.local/share/forge``."""
+    explicit = os.environ.get("FORGE_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "forge"
+
+
+def open_store(home: Path | None = None) -> StateStore:
+    """The run-state store under ``home`` (default :func:`forge_home`)."""
+    return StateStore((home or forge_home()) / "state.db")

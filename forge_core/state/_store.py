@@ -1,0 +1,368 @@
+"""Durable run state in one SQLite file (WAL): runs, task instances, attempts, events.
+
+Every state change is a committed transaction before the engine announces it, so a
+process killed at any moment leaves a store the next engine can resume from. WAL with
+``synchronous=NORMAL`` survives a killed process (SIGKILL) without an fsync per commit;
+only a power loss can drop the last few commits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import NotFound, RunLocked
+from ._records import AttemptRecord, EventRecord, RunRecord, TaskRecord
+
+__all__ = ["StateStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, state TEXT NOT NULL,
+    created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+    params TEXT NOT NULL DEFAULT '{}', logical_date TEXT, trigger TEXT NOT NULL DEFAULT 'manual',
+    owner TEXT, heartbeat_at REAL, source TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, created_at);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state);
+CREATE TABLE IF NOT EXISTS tasks (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, name TEXT NOT NULL,
+    state TEXT NOT NULL, outputs TEXT NOT NULL DEFAULT '{}', next_try_at REAL,
+    sla_missed INTEGER NOT NULL DEFAULT 0, position INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, task TEXT NOT NULL,
+    number INTEGER NOT NULL, state TEXT NOT NULL, started_at REAL, finished_at REAL,
+    exit_code INTEGER, error TEXT NOT NULL DEFAULT '', log_path TEXT,
+    PRIMARY KEY (run_id, task, number)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, kind TEXT NOT NULL,
+    at REAL NOT NULL, task TEXT, data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, id);
+CREATE TABLE IF NOT EXISTS kv (
+    scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (scope, key)
+);
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class StateStore:
+    """The run-state database. Thread-safe; one connection guarded by a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                   timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._depth = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._db
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self._db.execute(sql, args)
+            cur.row_factory = sqlite3.Row
+            return cur.fetchall()
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        workflow: str,
+        tasks: Sequence[str],
+        *,
+        params: Mapping[str, Any] | None = None,
+        logical_date: str | None = None,
+        trigger: str = "manual",
+        source: str | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Record a new queued run with every task pending; returns its id."""
+        run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        now = time.time()
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, workflow, state, created_at, params, logical_date,"
+                " trigger, source) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+                (run_id, workflow, now, _dumps(dict(params or {})), logical_date, trigger, source),
+            )
+            db.executemany(
+                "INSERT INTO tasks (run_id, name, state, position) VALUES (?, ?, 'pending', ?)",
+                [(run_id, name, i) for i, name in enumerate(tasks)],
+            )
+        return run_id
+
+    def claim_run(self, run_id: str, owner: str, *, stale_after: float = 30.0) -> None:
+        """Take ownership of a run. Refused with :class:`RunLocked` while another owner's
+        heartbeat is fresher than ``stale_after`` seconds and its process is alive."""
+        now = time.time()
+        with self.tx() as db:
+            row = db.execute(
+                "SELECT owner, heartbeat_at FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no run {run_id!r}")
+            other, beat = row
+            if other and other != owner and beat and now - beat < stale_after and _owner_alive(other):
+                raise RunLocked(run_id, other)
+            db.execute(
+                "UPDATE runs SET owner = ?, heartbeat_at = ? WHERE run_id = ?", (owner, now, run_id)
+            )
+
+    def heartbeat(self, run_id: str, owner: str) -> bool:
+        """Renew ownership; ``False`` when someone else took the run over."""
+        with self.tx() as db:
+            cur = db.execute(
+                "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND owner = ?",
+                (time.time(), run_id, owner),
+            )
+            return cur.rowcount == 1
+
+    def release_run(self, run_id: str, owner: str) -> None:
+        with self.tx() as db:
+            db.execute(
+                "UPDATE runs SET owner = NULL, heartbeat_at = NULL WHERE run_id = ? AND owner = ?",
+                (run_id, owner),
+            )
+
+    def set_run_state(self, run_id: str, state: str, **times: float | None) -> None:
+        """Set a run's state and any of ``started_at`` / ``finished_at``."""
+        cols = ", ".join(f"{k} = ?" for k in times if k in ("started_at", "finished_at"))
+        sql = "UPDATE runs SET state = ?" + (f", {cols}" if cols else "") + " WHERE run_id = ?"
+        with self.tx() as db:
+            db.execute(sql, (state, *times.values(), run_id))
+
+    def resolve_run(self, ref: str) -> str:
+        """A run id from a full id, a unique prefix, or ``last`` / ``last:WORKFLOW``."""
+        if ref == "last" or ref.startswith("last:"):
+            wf = ref.partition(":")[2]
+            rows = self._query(
+                "SELECT run_id FROM runs" + (" WHERE workflow = ?" if wf else "")
+                + " ORDER BY created_at DESC LIMIT 1", (wf,) if wf else ()
+            )
+        else:
+            rows = self._query("SELECT run_id FROM runs WHERE run_id = ?", (ref,)) or self._query(
+                "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 2",
+                (ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+            )
+        if not rows:
+            raise NotFound(f"no run matches {ref!r}; see: forge workflow history")
+        if len(rows) > 1:
+            raise NotFound(f"run id prefix {ref!r} is ambiguous; give more characters")
+        return str(rows[0]["run_id"])
+
+    def get_run(self, run_id: str, *, with_tasks: bool = True) -> RunRecord:
+        rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            raise NotFound(f"no run {run_id!r}; see: forge workflow history")
+        return self._run(rows[0], self.tasks(run_id) if with_tasks else ())
+
+    def list_runs(
+        self, workflow: str | None = None, *, states: Sequence[str] = (), limit: int = 20
+    ) -> list[RunRecord]:
+        """Runs newest first, without their tasks."""
+        where, args = [], []
+        if workflow:
+            where.append("workflow = ?")
+            args.append(workflow)
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = self._query(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit))
+        return [self._run(r, ()) for r in rows]
+
+    @staticmethod
+    def _run(row: sqlite3.Row, tasks: Sequence[TaskRecord]) -> RunRecord:
+        return RunRecord(
+            run_id=row["run_id"], workflow=row["workflow"], state=row["state"],
+            created_at=row["created_at"], started_at=row["started_at"],
+            finished_at=row["finished_at"], params=json.loads(row["params"]),
+            logical_date=row["logical_date"], trigger=row["trigger"], owner=row["owner"],
+            heartbeat_at=row["heartbeat_at"], source=row["source"], tasks=tuple(tasks),
+        )
+
+    # -- tasks and attempts ---------------------------------------------------------------
+
+    def tasks(self, run_id: str) -> list[TaskRecord]:
+        attempts: dict[str, list[AttemptRecord]] = {}
+        for a in self._query(
+            "SELECT * FROM attempts WHERE run_id = ? ORDER BY task, number", (run_id,)
+        ):
+            attempts.setdefault(a["task"], []).append(AttemptRecord(
+                run_id=run_id, task=a["task"], number=a["number"], state=a["state"],
+                started_at=a["started_at"], finished_at=a["finished_at"],
+                exit_code=a["exit_code"], error=a["error"], log_path=a["log_path"],
+            ))
+        return [
+            TaskRecord(
+                run_id=run_id, name=t["name"], state=t["state"],
+                attempts=tuple(attempts.get(t["name"], ())), outputs=json.loads(t["outputs"]),
+                next_try_at=t["next_try_at"], sla_missed=bool(t["sla_missed"]),
+            )
+            for t in self._query(
+                "SELECT * FROM tasks WHERE run_id = ? ORDER BY position", (run_id,)
+            )
+        ]
+
+    def set_task(
+        self,
+        run_id: str,
+        task: str,
+        state: str,
+        *,
+        outputs: Mapping[str, Any] | None = None,
+        next_try_at: float | None = None,
+    ) -> None:
+        with self.tx() as db:
+            db.execute(
+                "UPDATE tasks SET state = ?, next_try_at = ?"
+                + (", outputs = ?" if outputs is not None else "")
+                + " WHERE run_id = ? AND name = ?",
+                (state, next_try_at, *([_dumps(dict(outputs))] if outputs is not None else []),
+                 run_id, task),
+            )
+
+    def mark_sla_missed(self, run_id: str, task: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE tasks SET sla_missed = 1 WHERE run_id = ? AND name = ?",
+                       (run_id, task))
+
+    def start_attempt(self, run_id: str, task: str, number: int, log_path: str | None) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO attempts (run_id, task, number, state, started_at, log_path)"
+                " VALUES (?, ?, ?, 'running', ?, ?)",
+                (run_id, task, number, time.time(), log_path),
+            )
+            db.execute("UPDATE tasks SET state = 'running', next_try_at = NULL"
+                       " WHERE run_id = ? AND name = ?", (run_id, task))
+
+    def finish_attempt(
+        self, run_id: str, task: str, number: int, state: str, *,
+        exit_code: int | None = None, error: str = "", finished_at: float | None = None,
+    ) -> None:
+        with self.tx() as db:
+            db.execute(
+                "UPDATE attempts SET state = ?, finished_at = ?, exit_code = ?, error = ?"
+                " WHERE run_id = ? AND task = ? AND number = ?",
+                (state, finished_at or time.time(), exit_code, error, run_id, task, number),
+            )
+
+    # -- events ---------------------------------------------------------------------------
+
+    def add_event(
+        self, run_id: str, kind: str, *, task: str | None = None,
+        data: Mapping[str, Any] | None = None, at: float | None = None,
+    ) -> int:
+        with self.tx() as db:
+            cur = db.execute(
+                "INSERT INTO events (run_id, kind, at, task, data) VALUES (?, ?, ?, ?, ?)",
+                (run_id, kind, at or time.time(), task, _dumps(dict(data or {}))),
+            )
+            return int(cur.lastrowid or 0)
+
+    def events(self, run_id: str | None = None, *, after: int = 0, limit: int = 1000) -> list[EventRecord]:
+        sql = "SELECT * FROM events WHERE id > ?" + (" AND run_id = ?" if run_id else "")
+        rows = self._query(sql + " ORDER BY id LIMIT ?",
+                           (after, run_id, limit) if run_id else (after, limit))
+        return [EventRecord(id=r["id"], run_id=r["run_id"], kind=r["kind"], at=r["at"],
+                            task=r["task"], data=json.loads(r["data"])) for r in rows]
+
+    # -- small durable values (scheduler cursors, pause flags) -----------------------------
+
+    def get_value(self, scope: str, key: str, default: Any = None) -> Any:
+        rows = self._query("SELECT value FROM kv WHERE scope = ? AND key = ?", (scope, key))
+        return json.loads(rows[0]["value"]) if rows else default
+
+    def set_value(self, scope: str, key: str, value: Any) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO kv (scope, key, value) VALUES (?, ?, ?)",
+                       (scope, key, _dumps(value)))
+
+    # -- retention ------------------------------------------------------------------------
+
+    def prune(self, keep: int, workflow: str | None = None) -> list[RunRecord]:
+        """Delete all but the newest ``keep`` finished runs per workflow; returns the deleted."""
+        victims: list[RunRecord] = []
+        wfs = [workflow] if workflow else [r["workflow"] for r in
+                                           self._query("SELECT DISTINCT workflow FROM runs")]
+        for wf in wfs:
+            rows = self._query(
+                "SELECT * FROM runs WHERE workflow = ? AND state IN"
+                " ('succeeded','failed','cancelled') ORDER BY created_at DESC LIMIT -1 OFFSET ?",
+                (wf, keep),
+            )
+            victims.extend(self._run(r, ()) for r in rows)
+        with self.tx() as db:
+            for run in victims:
+                db.execute("DELETE FROM events WHERE run_id = ?", (run.run_id,))
+                db.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+        return victims
+
+    def counts(self) -> dict[str, int]:
+        return {t: int(self._query(f"SELECT COUNT(*) AS n FROM {t}")[0]["n"])
+                for t in ("runs", "tasks", "attempts", "events")}
+
+    def vacuum(self) -> None:
+        with self._lock:
+            self._db.execute("VACUUM")
+
+
+def _owner_alive(owner: str) -> bool:
+    """Owners are ``host:pid:nonce``; a dead pid on this host cannot hold a run."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != os.uname().nodename or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
