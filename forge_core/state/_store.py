@@ -102,7 +102,7 @@ class StateStore:
             finally:
                 self._depth = 0
 
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             cur = self._db.execute(sql, args)
             cur.row_factory = sqlite3.Row
@@ -180,12 +180,12 @@ class StateStore:
         """A run id from a full id, a unique prefix, or ``last`` / ``last:WORKFLOW``."""
         if ref == "last" or ref.startswith("last:"):
             wf = ref.partition(":")[2]
-            rows = self._query(
+            rows = self.query(
                 "SELECT run_id FROM runs" + (" WHERE workflow = ?" if wf else "")
                 + " ORDER BY created_at DESC LIMIT 1", (wf,) if wf else ()
             )
         else:
-            rows = self._query("SELECT run_id FROM runs WHERE run_id = ?", (ref,)) or self._query(
+            rows = self.query("SELECT run_id FROM runs WHERE run_id = ?", (ref,)) or self.query(
                 "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 2",
                 (ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
             )
@@ -196,7 +196,7 @@ class StateStore:
         return str(rows[0]["run_id"])
 
     def get_run(self, run_id: str, *, with_tasks: bool = True) -> RunRecord:
-        rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        rows = self.query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
             raise NotFound(f"no run {run_id!r}; see: forge workflow history")
         return self._run(rows[0], self.tasks(run_id) if with_tasks else ())
@@ -213,7 +213,7 @@ class StateStore:
             where.append(f"state IN ({','.join('?' * len(states))})")
             args.extend(states)
         sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        rows = self._query(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit))
+        rows = self.query(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit))
         return [self._run(r, ()) for r in rows]
 
     @staticmethod
@@ -230,7 +230,7 @@ class StateStore:
 
     def tasks(self, run_id: str) -> list[TaskRecord]:
         attempts: dict[str, list[AttemptRecord]] = {}
-        for a in self._query(
+        for a in self.query(
             "SELECT * FROM attempts WHERE run_id = ? ORDER BY task, number", (run_id,)
         ):
             attempts.setdefault(a["task"], []).append(AttemptRecord(
@@ -244,7 +244,7 @@ class StateStore:
                 attempts=tuple(attempts.get(t["name"], ())), outputs=json.loads(t["outputs"]),
                 next_try_at=t["next_try_at"], sla_missed=bool(t["sla_missed"]),
             )
-            for t in self._query(
+            for t in self.query(
                 "SELECT * FROM tasks WHERE run_id = ? ORDER BY position", (run_id,)
             )
         ]
@@ -308,7 +308,7 @@ class StateStore:
 
     def events(self, run_id: str | None = None, *, after: int = 0, limit: int = 1000) -> list[EventRecord]:
         sql = "SELECT * FROM events WHERE id > ?" + (" AND run_id = ?" if run_id else "")
-        rows = self._query(sql + " ORDER BY id LIMIT ?",
+        rows = self.query(sql + " ORDER BY id LIMIT ?",
                            (after, run_id, limit) if run_id else (after, limit))
         return [EventRecord(id=r["id"], run_id=r["run_id"], kind=r["kind"], at=r["at"],
                             task=r["task"], data=json.loads(r["data"])) for r in rows]
@@ -316,7 +316,7 @@ class StateStore:
     # -- small durable values (scheduler cursors, pause flags) -----------------------------
 
     def get_value(self, scope: str, key: str, default: Any = None) -> Any:
-        rows = self._query("SELECT value FROM kv WHERE scope = ? AND key = ?", (scope, key))
+        rows = self.query("SELECT value FROM kv WHERE scope = ? AND key = ?", (scope, key))
         return json.loads(rows[0]["value"]) if rows else default
 
     def set_value(self, scope: str, key: str, value: Any) -> None:
@@ -330,9 +330,9 @@ class StateStore:
         """Delete all but the newest ``keep`` finished runs per workflow; returns the deleted."""
         victims: list[RunRecord] = []
         wfs = [workflow] if workflow else [r["workflow"] for r in
-                                           self._query("SELECT DISTINCT workflow FROM runs")]
+                                           self.query("SELECT DISTINCT workflow FROM runs")]
         for wf in wfs:
-            rows = self._query(
+            rows = self.query(
                 "SELECT * FROM runs WHERE workflow = ? AND state IN"
                 " ('succeeded','failed','cancelled') ORDER BY created_at DESC LIMIT -1 OFFSET ?",
                 (wf, keep),
@@ -345,7 +345,7 @@ class StateStore:
         return victims
 
     def counts(self) -> dict[str, int]:
-        return {t: int(self._query(f"SELECT COUNT(*) AS n FROM {t}")[0]["n"])
+        return {t: int(self.query(f"SELECT COUNT(*) AS n FROM {t}")[0]["n"])
                 for t in ("runs", "tasks", "attempts", "events")}
 
     def vacuum(self) -> None:
