@@ -1,0 +1,265 @@
+"""The ``process`` runtime: a plain child process in its own session, with rlimits.
+
+Each container is the leader of a new session and process group, so a signal reaches the
+whole group. When the leader exits, the rest of its group is SIGKILLed before the leader is
+reaped (the zombie keeps the group id from being reused), so nothing it started outlives it.
+A descendant that calls ``setsid``/``setpgid`` itself escapes the group: use the ``linux``
+runtime (cgroups) when that matters. Non-detached children die with Forge (Linux
+``PR_SET_PDEATHSIG`` on the direct child; its descendants are reached only through the group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal as _signal
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import ClassVar
+
+import anyio
+import anyio.abc
+import attrs
+import psutil
+
+from ..abc import Availability, ContainerSpec, ExitStatus, Handle, Runtime, Stats
+from ..exceptions import ForgeError, NotFound, Unsupported
+from . import _spawn
+from ._streams import FdReceiveStream, FdSendStream
+
+__all__ = ["ProcessRuntime"]
+
+log = logging.getLogger(__name__)
+
+_WAITERS = anyio.CapacityLimiter(10_000)
+"""Threads that wait for a child where no pidfd is available (non-Linux, old kernels)."""
+
+
+@attrs.define(eq=False)
+class _Child:
+    handle: Handle
+    popen: subprocess.Popen[bytes]
+    pidfd: int | None
+    lock: anyio.Lock = attrs.field(factory=anyio.Lock)
+    status: ExitStatus | None = None
+    stdio: tuple[FdSendStream, FdReceiveStream] | None = None
+
+
+@attrs.define(eq=False)
+class ProcessRuntime(Runtime):
+    """Runs each container as a child process of Forge (no isolation beyond rlimits).
+
+    Enforces ``resources.memory`` (RLIMIT_AS, per process), ``resources.cpu_time``
+    (RLIMIT_CPU, per process) and ``detach``; refuses everything else, including
+    ``resources.pids`` (RLIMIT_NPROC counts every process of the user, not the container)
+    and ``resources.cpus``.
+    """
+
+    name: ClassVar[str] = "process"
+    supports: ClassVar[frozenset[str]] = frozenset(
+        {"resources.memory", "resources.cpu_time", "detach"}
+    )
+
+    _children: dict[str, _Child] = attrs.field(factory=dict, init=False)
+
+    @classmethod
+    def available(cls) -> Availability:
+        if os.name != "posix":
+            return Availability.no("the process runtime needs POSIX sessions and process groups")
+        return Availability.yes()
+
+    async def start(self, spec: ContainerSpec) -> Handle:
+        self.validate(spec)
+        env = _environment(spec)
+        if _spawn.which(spec.command[0], env, spec.workdir) is None:
+            raise NotFound(f"command not found: {spec.command[0]}")
+        child = _start(spec, env)
+        self._children[child.handle.id] = child
+        log.debug("started %s: pid %s %s", child.handle.id, child.popen.pid, spec.command[0])
+        return child.handle
+
+    async def wait(self, handle: Handle) -> ExitStatus:
+        child = self._get(handle)
+        if child.status is None:
+            async with child.lock:
+                if child.status is None:
+                    await _wait_exited(child)
+                    child.status = _reap(child)
+        return child.status
+
+    async def signal(self, handle: Handle, signum: int) -> None:
+        child = self._get(handle)
+        if child.status is None:  # once reaped, its group is already gone
+            _killpg(child.popen.pid, signum)
+
+    async def remove(self, handle: Handle) -> None:
+        child = self._children.get(handle.id)
+        if child is None:
+            return
+        with anyio.CancelScope(shield=True):
+            if child.status is None:
+                _killpg(child.popen.pid, _signal.SIGKILL)
+                await self.wait(handle)
+            if child.stdio is not None:
+                for stream in child.stdio:
+                    await stream.aclose()
+        self._children.pop(handle.id, None)
+
+    async def stats(self, handle: Handle) -> Stats:
+        child = self._get(handle)
+        if child.status is not None:
+            return Stats()
+        return await anyio.to_thread.run_sync(_group_stats, child.popen.pid)
+
+    async def list(self) -> list[Handle]:
+        return [child.handle for child in self._children.values()]
+
+    async def attach(
+        self, handle: Handle
+    ) -> tuple[anyio.abc.ByteSendStream, anyio.abc.ByteReceiveStream]:
+        child = self._get(handle)
+        if child.stdio is None:
+            raise Unsupported(f"container {handle.id} was not started with interactive=True")
+        return child.stdio
+
+    def _get(self, handle: Handle) -> _Child:
+        try:
+            return self._children[handle.id]
+        except KeyError:
+            raise NotFound(f"no container {handle.id} in the process runtime") from None
+
+
+def _environment(spec: ContainerSpec) -> dict[str, str]:
+    env = dict(os.environ) if spec.inherit_env else {}
+    env.update(spec.env)
+    return env
+
+
+def _open_log(path: Path) -> int:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    try:
+        try:
+            return os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise ForgeError(f"cannot open log file {path}: {exc.strerror}") from None
+
+
+def _start(spec: ContainerSpec, env: Mapping[str, str]) -> _Child:
+    log_fd = _open_log(spec.log_path) if spec.log_path is not None else subprocess.DEVNULL
+    ours: list[int] = []
+    theirs: list[int] = [log_fd] if log_fd >= 0 else []
+    stdin, stdout = subprocess.DEVNULL, log_fd
+    if spec.interactive:
+        stdin, in_w = os.pipe()
+        out_r, stdout = os.pipe()
+        ours, theirs = [in_w, out_r], [*theirs, stdin, stdout]
+    try:
+        popen = _spawn.spawn(
+            spec.command,
+            env=env,
+            cwd=spec.workdir,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=log_fd,
+            limits=_spawn.rlimits_for(spec.resources.memory, spec.resources.cpu_time),
+            die_with_parent=not spec.detach,
+        )
+    except OSError as exc:
+        for fd in ours:
+            os.close(fd)
+        raise _start_error(spec, exc) from None
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    handle = Handle(
+        id=f"proc-{secrets.token_hex(6)}",
+        runtime="process",
+        pid=popen.pid,
+        name=spec.name,
+        started_at=time.time(),
+        info={"pgid": popen.pid},
+    )
+    child = _Child(handle=handle, popen=popen, pidfd=_pidfd(popen.pid))
+    if ours:
+        child.stdio = (FdSendStream(ours[0]), FdReceiveStream(ours[1]))
+    return child
+
+
+def _start_error(spec: ContainerSpec, exc: OSError) -> ForgeError:
+    if isinstance(exc, FileNotFoundError):
+        if spec.workdir is not None and exc.filename == spec.workdir:
+            return NotFound(f"working directory not found: {spec.workdir}")
+        return NotFound(f"command not found: {spec.command[0]}")
+    return ForgeError(f"cannot start {spec.command[0]}: {exc.strerror or exc}")
+
+
+def _pidfd(pid: int) -> int | None:
+    if not hasattr(os, "pidfd_open") or not hasattr(anyio, "wait_readable"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+async def _wait_exited(child: _Child) -> None:
+    """Return once the leader exited, without reaping it (its zombie still holds the pgid)."""
+    if child.pidfd is not None:
+        await anyio.wait_readable(child.pidfd)
+        return
+    pid = child.popen.pid
+    await anyio.to_thread.run_sync(
+        lambda: os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT),
+        abandon_on_cancel=True,
+        limiter=_WAITERS,
+    )
+
+
+def _reap(child: _Child) -> ExitStatus:
+    _killpg(child.popen.pid, _signal.SIGKILL)  # whatever the leader left behind in its group
+    returncode = child.popen.wait()
+    if child.pidfd is not None:
+        os.close(child.pidfd)
+        child.pidfd = None
+    if returncode < 0:
+        return ExitStatus(exit_code=None, signal=-returncode)
+    return ExitStatus(exit_code=returncode)
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        log.warning("not permitted to signal process group %s (a setuid program?)", pgid)
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pgid:
+                members.append(psutil.Process(pid))
+    return members
+
+
+def _group_stats(pgid: int) -> Stats:
+    cpu, rss, count = 0.0, 0, 0
+    for proc in _group_members(pgid):
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                cpu += times.user + times.system
+                rss += proc.memory_info().rss
+                count += 1
+        except psutil.Error:
+            continue
+    return Stats(cpu_seconds=cpu, memory_bytes=rss, pids=count)
