@@ -97,6 +97,7 @@ class TaskSpec:
     on_failure: str | None = None
     on_success: str | None = None
     on_retry: str | None = None
+    on_sla_miss: str | None = None
     skip_exit_code: int | None = None
     """An exit code that marks the task skipped instead of failed."""
     executor: str | None = None

@@ -1,0 +1,317 @@
+"""The DAG engine: drives one run of one workflow to its end, ready-set first.
+
+A task starts the moment its trigger rule allows, within the workflow's concurrency
+limit. Every state change is committed to the :class:`StateStore` before it is announced
+on the :class:`EventBus`, so a run killed at any moment resumes from the store: finished
+tasks are never run again, tasks caught running get a new attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+
+from ..abc import Executor, Outcome, TaskRun
+from ..events import Event, EventBus
+from ..exceptions import RunLocked
+from ..spec import TaskSpec, WorkflowSpec
+from ..state import FINISHED_TASK_STATES, StateStore
+from ._graph import Graph
+from ._rules import decide
+from ._taskrun import TaskResolver
+
+__all__ = ["Engine", "retry_delay"]
+
+log = logging.getLogger(__name__)
+
+ExecutorFor = Callable[[TaskSpec], Executor]
+HookRunner = Callable[[str, str, Mapping[str, Any]], Any]
+
+
+def retry_delay(task: TaskSpec, failures: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait before the retry that follows the ``failures``-th failure:
+    exponential backoff capped at ``max_retry_delay``, with "equal jitter" (half fixed,
+    half random) so retries of many tasks do not stampede."""
+    base = task.retry_delay * (task.retry_backoff ** max(0, failures - 1))
+    delay = min(base, task.max_retry_delay)
+    if task.retry_jitter and delay > 0:
+        delay = delay / 2 + (rng or random).uniform(0, delay / 2)
+    return delay
+
+
+@attrs.define
+class Engine:
+    """Drives the run ``run_id`` (already created in ``store``) of ``spec``."""
+
+    spec: WorkflowSpec
+    run_id: str
+    store: StateStore
+    bus: EventBus
+    executor_for: ExecutorFor
+    resolver: TaskResolver
+    hook: HookRunner | None = None
+    heartbeat: Callable[[], bool] | None = None
+    heartbeat_every: float = 5.0
+    _graph: Graph = attrs.field(init=False)
+    _tasks: dict[str, TaskSpec] = attrs.field(init=False)
+    _order: list[str] = attrs.field(init=False)
+    _changed: list[str] = attrs.field(init=False, factory=list)
+    _unfinished: int = attrs.field(init=False, default=0)
+    _states: dict[str, str] = attrs.field(init=False, factory=dict)
+    _failures: dict[str, int] = attrs.field(init=False, factory=dict)
+    _attempts: dict[str, int] = attrs.field(init=False, factory=dict)
+    _outputs: dict[str, Mapping[str, Any]] = attrs.field(init=False, factory=dict)
+    _next_try: dict[str, float] = attrs.field(init=False, factory=dict)
+    _lost: bool = attrs.field(init=False, default=False)
+    _limiter: anyio.CapacityLimiter = attrs.field(init=False)
+    _wake: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _started_at: float = attrs.field(init=False, default=0.0)
+
+    def __attrs_post_init__(self) -> None:
+        self._tasks = {t.name: t for t in self.spec.tasks}
+        self._graph = Graph({t.name: tuple(t.depends_on) for t in self.spec.tasks})
+        self._order = list(self._graph.topological_order())
+        self._limiter = anyio.CapacityLimiter(max(1, self.spec.concurrency))
+
+    # -- announcing ----------------------------------------------------------------------
+
+    def _emit(self, kind: str, task: str | None = None, **data: Any) -> None:
+        data = self.resolver.redact(data)
+        at = time.time()
+        self.store.add_event(self.run_id, kind, task=task, data=data, at=at)
+        self.bus.publish(Event(kind=kind, run_id=self.run_id, workflow=self.spec.name,
+                               at=at, task=task, data=data))
+
+    def _set(self, task: str, state: str, *, event: str | None = None, **data: Any) -> None:
+        """Commit a task state, then announce it."""
+        outputs = data.pop("outputs", None)
+        next_try_at = data.pop("next_try_at", None)
+        self.store.set_task(self.run_id, task, state, outputs=outputs, next_try_at=next_try_at)
+        was_finished = self._states.get(task) in FINISHED_TASK_STATES
+        self._unfinished += was_finished - (state in FINISHED_TASK_STATES)
+        self._states[task] = state
+        self._changed.append(task)
+        if outputs is not None:
+            self._outputs[task] = outputs
+        if next_try_at is not None:
+            self._next_try[task] = next_try_at
+        if event:
+            self._emit(event, task, **data)
+        self._wake.set()
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Drive the run to its end; returns the final run state."""
+        record = self.store.get_run(self.run_id)
+        resumed = record.started_at is not None
+        self._started_at = record.started_at or time.time()
+        self._load(record.tasks)
+        self.store.set_run_state(self.run_id, "running", started_at=self._started_at)
+        self._emit("run.resumed" if resumed else "run.started",
+                   params=dict(record.params), logical_date=record.logical_date)
+        final = "failed"
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_sla, tg.cancel_scope)
+                if self.heartbeat is not None:
+                    tg.start_soon(self._beat, tg.cancel_scope)
+                await self._schedule(tg)
+                tg.cancel_scope.cancel()
+            if self._lost:
+                raise RunLocked(self.run_id, "another engine")
+            final = self._final_state()
+        except BaseException:
+            if self._lost:  # the run is someone else's now: write nothing more
+                raise
+            final = "cancelled"
+            with anyio.CancelScope(shield=True):
+                self._cancel_unfinished()
+            raise
+        finally:
+            if not self._lost:
+                with anyio.CancelScope(shield=True):
+                    self.store.set_run_state(self.run_id, final, finished_at=time.time())
+                    self._emit("run.finished", state=final)
+        return final
+
+    def _load(self, tasks: Any) -> None:
+        for t in tasks:
+            self._attempts[t.name] = max((a.number for a in t.attempts), default=0)
+            self._outputs[t.name] = t.outputs
+            if t.next_try_at is not None:
+                self._next_try[t.name] = t.next_try_at
+            self._failures[t.name] = sum(a.state in ("failed", "timed_out") for a in t.attempts)
+            state = t.state
+            if state in ("running", "queued"):
+                # caught mid-attempt by a crash: that attempt is void, the task goes again
+                if t.attempts and t.attempts[-1].state == "running":
+                    self.store.finish_attempt(self.run_id, t.name, t.attempts[-1].number,
+                                              "interrupted", error="engine stopped mid-attempt")
+                state = "pending"
+                self.store.set_task(self.run_id, t.name, state)
+            if state == "cancelled":
+                state = "pending"
+                self.store.set_task(self.run_id, t.name, state)
+            self._states[t.name] = state
+            self._unfinished += state not in FINISHED_TASK_STATES
+
+    async def _schedule(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start tasks as their trigger rules allow; after the first pass only the
+        dependents of tasks whose state changed are looked at again."""
+        position = {name: i for i, name in enumerate(self._order)}
+        started = {n for n, s in self._states.items() if s != "pending"}
+        for name, state in self._states.items():
+            if state == "up_for_retry":  # resumed mid-backoff: keep its retry schedule
+                tg.start_soon(self._drive_task, name)
+        check = {n for n in self._order if n not in started}
+        while True:
+            for name in sorted(check, key=position.__getitem__):
+                spec = self._tasks[name]
+                verdict = decide(spec.trigger_rule, [self._states[d] for d in spec.depends_on])
+                if verdict == "wait":
+                    continue
+                started.add(name)
+                if verdict == "run":
+                    self._set(name, "queued", event="task.queued")
+                    tg.start_soon(self._drive_task, name)
+                else:
+                    self._set(name, verdict, event=f"task.{verdict}",
+                              reason=f"trigger rule {spec.trigger_rule.value}")
+            changed, self._changed = self._changed, []
+            check = {d for c in changed for d in self._graph.dependents(c) if d not in started}
+            if check:
+                continue
+            if self._unfinished == 0:
+                return
+            await self._wake.wait()
+            self._wake = anyio.Event()
+
+    def _final_state(self) -> str:
+        bad = {"failed", "upstream_failed"}
+        return "failed" if any(s in bad for s in self._states.values()) else "succeeded"
+
+    def _cancel_unfinished(self) -> None:
+        for name, state in self._states.items():
+            if state not in FINISHED_TASK_STATES:
+                self._set(name, "cancelled", event="task.cancelled")
+
+    # -- one task --------------------------------------------------------------------------
+
+    async def _drive_task(self, name: str) -> None:
+        spec = self._tasks[name]
+        while True:
+            next_try = self._next_try.pop(name, None)
+            if next_try is not None:
+                await anyio.sleep(max(0.0, next_try - time.time()))
+            outcome, number = await self._attempt(spec)
+            if outcome.status == "succeeded":
+                self._set(name, "succeeded", event="task.succeeded", outputs=dict(outcome.outputs),
+                          attempt=number, duration=outcome.duration)
+                self._fire(spec.on_success, "on_success", name, number, outcome)
+                return
+            if outcome.status == "skipped":
+                self._set(name, "skipped", event="task.skipped", attempt=number,
+                          reason=f"exit code {outcome.exit_code}")
+                return
+            self._failures[name] = self._failures.get(name, 0) + 1
+            if self._failures[name] <= spec.retries:
+                delay = retry_delay(spec, self._failures[name])
+                self._set(name, "up_for_retry", event="task.retrying", attempt=number,
+                          error=outcome.error, delay=round(delay, 3),
+                          next_try_at=time.time() + delay)
+                self._fire(spec.on_retry, "on_retry", name, number, outcome)
+                continue
+            self._set(name, "failed", event="task.failed", attempt=number, error=outcome.error,
+                      exit_code=outcome.exit_code)
+            self._fire(spec.on_failure, "on_failure", name, number, outcome)
+            return
+
+    async def _attempt(self, spec: TaskSpec) -> tuple[Outcome, int]:
+        number = self._attempts.get(spec.name, 0) + 1
+        self._attempts[spec.name] = number
+        async with self._limiter:
+            try:
+                run = self.resolver.resolve(spec, number, self._outputs)
+            except Exception as exc:  # a template with no value, a bad volume string
+                now = time.time()
+                self.store.start_attempt(self.run_id, spec.name, number, None)
+                outcome = Outcome(status="failed", error=str(exc), started_at=now, finished_at=now)
+                self._finish_attempt(spec.name, number, outcome)
+                return outcome, number
+            self.store.start_attempt(self.run_id, spec.name, number,
+                                     str(run.log_path) if run.log_path else None)
+            self._states[spec.name] = "running"
+            self._emit("task.started", spec.name, attempt=number)
+            try:
+                outcome = await self.executor_for(spec).submit(run)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    self.store.finish_attempt(self.run_id, spec.name, number, "cancelled",
+                                              error="cancelled")
+                    self.resolver.scrub_log(run)
+                raise
+        self.resolver.scrub_log(run)
+        outcome = attrs.evolve(outcome, error=self.resolver.redact(outcome.error))
+        self._finish_attempt(spec.name, number, outcome)
+        return outcome, number
+
+    def _finish_attempt(self, task: str, number: int, outcome: Outcome) -> None:
+        self.store.finish_attempt(self.run_id, task, number, outcome.status,
+                                  exit_code=outcome.exit_code, error=outcome.error,
+                                  finished_at=outcome.finished_at or None)
+
+    def _fire(self, ref: str | None, event: str, task: str, attempt: int, outcome: Outcome) -> None:
+        self._fire_hook(ref, event, task, attempt=attempt, status=outcome.status,
+                        exit_code=outcome.exit_code, error=outcome.error)
+
+    def _fire_hook(self, ref: str | None, event: str, task: str, **data: Any) -> None:
+        if ref is None or self.hook is None:
+            return
+        payload = {"event": event, "workflow": self.spec.name, "run_id": self.run_id,
+                   "task": task, **data}
+        self.hook(ref, event, self.resolver.redact(payload))
+
+    # -- background duties ---------------------------------------------------------------
+
+    async def _watch_sla(self, scope: anyio.CancelScope) -> None:
+        pending = {t.name: t.sla for t in self.spec.tasks if t.sla is not None}
+        missed = {t.name for t in self.store.tasks(self.run_id) if t.sla_missed}
+        while pending:
+            now = time.time()
+            for name, sla in sorted(pending.items()):
+                if self._states.get(name) in FINISHED_TASK_STATES and self._states[name] != "failed":
+                    pending.pop(name)
+                elif now >= self._started_at + sla and name not in missed:
+                    missed.add(name)
+                    pending.pop(name)
+                    self.store.mark_sla_missed(self.run_id, name)
+                    elapsed = round(now - self._started_at, 3)
+                    self._emit("sla.missed", name, sla=sla, elapsed=elapsed)
+                    self._fire_hook(self._tasks[name].on_sla_miss, "sla_miss", name,
+                                    sla=sla, elapsed=elapsed)
+            deadlines = [self._started_at + s for s in pending.values()]
+            await anyio.sleep(min([*(d - time.time() for d in deadlines), 1.0]) if deadlines else math.inf)
+
+    async def _beat(self, scope: anyio.CancelScope) -> None:
+        assert self.heartbeat is not None
+        while True:
+            await anyio.sleep(self.heartbeat_every)
+            if not self.heartbeat():
+                log.error("run %s was taken over by another engine; stopping", self.run_id)
+                self._lost = True
+                scope.cancel()
+                return
+
+
+def log_dir(home: Path, run_id: str, task: str) -> Path:
+    """Where one task's attempt logs and output files live."""
+    return home / "logs" / run_id / task

@@ -1,0 +1,192 @@
+"""Turns a :class:`TaskSpec` into a :class:`TaskRun` for one attempt: templates filled,
+environment assembled (workflow, task, secrets, ``FORGE_*``), shell wrapped only when asked,
+container fields parsed, log and output paths chosen, secrets redacted."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import shlex
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from ..abc import ContainerSpec, PortMapping, Resources, TaskRun, Volume
+from ..exceptions import ConfigError, TaskFailed
+from ..spec import TaskSpec, WorkflowSpec
+from ._templating import render_argv, render_shell, render_text
+
+__all__ = ["NullRedactor", "Redacting", "TaskResolver", "load_callable"]
+
+
+class Redacting(Protocol):
+    def redact(self, text: str) -> str: ...
+    def redact_obj(self, obj: Any) -> Any: ...
+    def redact_file(self, path: Path) -> None: ...
+
+
+class NullRedactor:
+    """Used when a workflow declares no secrets."""
+
+    def redact(self, text: str) -> str:
+        return text
+
+    def redact_obj(self, obj: Any) -> Any:
+        return obj
+
+    def redact_file(self, path: Path) -> None:
+        return None
+
+
+def load_callable(ref: str, base_dir: Path | None = None) -> Callable[..., Any]:
+    """Import ``module:qualname`` or ``path/file.py:qualname`` (relative to ``base_dir``)."""
+    target, _, qualname = ref.rpartition(":")
+    if not target or not qualname:
+        raise ConfigError(f"python task {ref!r}: expected 'module:function' or 'file.py:function'")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            name = f"forge_task_{abs(hash(str(path.resolve())))}"
+            module = sys.modules.get(name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(name, path)
+                if spec is None or spec.loader is None:
+                    raise ImportError(f"cannot import {path}")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        obj: Any = module
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, OSError, SyntaxError) as exc:
+        raise TaskFailed(f"cannot load python task {ref!r}: {exc}") from None
+    if not callable(obj):
+        raise TaskFailed(f"python task {ref!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _accepted(func: Callable[..., Any], available: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``available`` that ``func`` takes by name (all of it with ``**kwargs``)."""
+    params = inspect.signature(func).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return dict(available)
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in available.items() if k in names}
+
+
+def _volume(text: str) -> Volume:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise TaskFailed(f"volume {text!r}: expected HOST:CONTAINER[:ro]")
+    return Volume(source=os.path.abspath(parts[0]), target=parts[1],
+                  read_only=len(parts) == 3 and parts[2] == "ro")
+
+
+def _port(text: str) -> PortMapping:
+    host, _, ctr = text.rpartition(":")
+    ip, _, hport = host.rpartition(":")
+    if not (hport.isdigit() and ctr.split("/")[0].isdigit()):
+        raise TaskFailed(f"port {text!r}: expected [IP:]HOST_PORT:CONTAINER_PORT")
+    port, _, proto = ctr.partition("/")
+    return PortMapping(host_port=int(hport), container_port=int(port), host_ip=ip or "127.0.0.1",
+                       protocol="udp" if proto == "udp" else "tcp")
+
+
+@attrs.define
+class TaskResolver:
+    """Everything about a run that shapes its tasks' attempts."""
+
+    spec: WorkflowSpec
+    run_id: str
+    home: Path
+    params: Mapping[str, Any]
+    logical_date: str | None = None
+    secret_env: Mapping[str, str] = attrs.field(factory=dict)
+    redactor: Redacting = attrs.field(factory=NullRedactor)
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.spec.source).resolve().parent if self.spec.source else Path.cwd()
+
+    def context(self, outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        return {
+            "params": dict(self.params),
+            "tasks": {name: {"outputs": dict(out)} for name, out in outputs.items()},
+            "run": {"id": self.run_id, "logical_date": self.logical_date or "",
+                    "workflow": self.spec.name},
+        }
+
+    def resolve(
+        self, task: TaskSpec, attempt: int, outputs: Mapping[str, Mapping[str, Any]]
+    ) -> TaskRun:
+        ctx = self.context(outputs)
+        folder = self.home / "logs" / self.run_id / task.name
+        folder.mkdir(parents=True, exist_ok=True)
+        common: dict[str, Any] = {
+            "run_id": self.run_id, "task": task.name, "attempt": attempt,
+            "timeout": task.timeout, "grace": task.grace,
+            "log_path": folder / f"{attempt}.log", "output_path": folder / f"{attempt}.out",
+            "skip_exit_codes": () if task.skip_exit_code is None else (task.skip_exit_code,),
+        }
+        if task.python is not None or task.func is not None:
+            func = task.func or load_callable(task.python or "", self.base_dir)
+            available = {**ctx["params"], **{d: dict(outputs.get(d, {})) for d in task.depends_on}}
+            return TaskRun(**common, kind=task.kind or "python", python=task.python, func=func,
+                           inputs=_accepted(func, available))
+        return TaskRun(**common, kind=task.kind or "command", container=self._container(task, ctx))
+
+    def _container(self, task: TaskSpec, ctx: Mapping[str, Any]) -> ContainerSpec:
+        assert task.command is not None
+        env = {**self.spec.env, **task.env}
+        env = {k: render_text(v, ctx) for k, v in env.items()}
+        if task.shell:
+            line, values = render_shell(task.command, ctx)
+            argv: tuple[str, ...] = ("/bin/sh", "-c", line)
+            env.update(values)
+        else:
+            argv = render_argv(task.command, ctx)
+        env.update(self.secret_env)
+        env.update({
+            "FORGE_WORKFLOW": self.spec.name,
+            "FORGE_LOGICAL_DATE": self.logical_date or "",
+            **{f"FORGE_PARAM_{k.upper()}": str(v) for k, v in self.params.items()},
+        })
+        workdir = Path(task.workdir) if task.workdir else self.base_dir
+        if not workdir.is_absolute():
+            workdir = self.base_dir / workdir
+        r = task.resources
+        return ContainerSpec(
+            command=argv, name=f"{self.run_id}-{task.name}", image=task.image, env=env,
+            workdir=str(workdir) if task.image is None else task.workdir,
+            resources=Resources(memory=r.memory, cpus=r.cpus, pids=r.pids, cpu_time=r.cpu_time),
+            volumes=tuple(_volume(v) for v in task.volumes),
+            ports=tuple(_port(p) for p in task.ports),
+            network="private" if task.image else "host",
+            labels={"forge.run": self.run_id, "forge.task": task.name},
+        )
+
+    def redact(self, obj: Any) -> Any:
+        if isinstance(obj, str):
+            return self.redactor.redact(obj)
+        return self.redactor.redact_obj(obj)
+
+    def scrub_log(self, run: TaskRun) -> None:
+        """Mask secrets in the attempt's log once it is written."""
+        if self.secret_env and run.log_path is not None and run.log_path.exists():
+            self.redactor.redact_file(run.log_path)
+
+
+def describe_command(run: TaskRun) -> str:
+    """The attempt's command as one line, for plans and logs."""
+    if run.container is not None:
+        return shlex.join(run.container.command)
+    return f"python {run.python or getattr(run.func, '__qualname__', '?')}"

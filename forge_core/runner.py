@@ -1,0 +1,204 @@
+"""Runs and resumes workflows: builds the backends a workflow names (through the plugin
+loader), claims the run so no second engine drives it, and hands it to the engine.
+
+The CLI, the daemon and Python callers all start runs here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets as _secrets
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+
+from . import plugins
+from .abc import Executor, Runtime
+from .dag._engine import Engine
+from .dag._taskrun import NullRedactor, Redacting, TaskResolver
+from .events import Event, EventBus
+from .exceptions import ConfigError
+from .spec import TaskSpec, WorkflowSpec
+from .state import RunRecord, StateStore
+
+__all__ = ["new_owner_id", "resume_run", "run_workflow"]
+
+log = logging.getLogger(__name__)
+
+
+def new_owner_id() -> str:
+    """``host:pid:nonce`` — who drives a run; a dead pid on this host owns nothing."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_secrets.token_hex(4)}"
+
+
+def merge_params(spec: WorkflowSpec, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Declared params overridden by ``given``; an undeclared name is a config error."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(spec.params))
+    if unknown:
+        declared = ", ".join(sorted(spec.params)) or "none"
+        raise ConfigError(
+            f"workflow {spec.name!r} has no param {', '.join(map(repr, unknown))} "
+            f"(declared: {declared}); declare it under params:"
+        )
+    return {**spec.params, **given}
+
+
+@attrs.define
+class _Backends:
+    """Executors built on demand, one per (executor, runtime) pair, closed at the end."""
+
+    spec: WorkflowSpec
+    queue_url: str | None = None
+    _executors: dict[tuple[str, str], Executor] = attrs.field(factory=dict)
+    _runtimes: dict[str, Runtime] = attrs.field(factory=dict)
+
+    def check(self) -> None:
+        """Fail before the run starts if a named plugin is missing or unusable."""
+        for task in self.spec.tasks:
+            self._names(task)
+        for task in self.spec.tasks:
+            self.executor_for(task)
+
+    def _names(self, task: TaskSpec) -> tuple[str, str]:
+        runtime = "linux" if task.image else self.spec.runtime
+        return (task.executor or self.spec.executor, runtime)
+
+    def executor_for(self, task: TaskSpec) -> Executor:
+        key = self._names(task)
+        if key not in self._executors:
+            executor, runtime_name = key
+            if runtime_name not in self._runtimes:
+                self._runtimes[runtime_name] = plugins.create("runtime", runtime_name)
+            services: dict[str, Any] = {"concurrency": self.spec.concurrency,
+                                        "runtime": self._runtimes[runtime_name]}
+            if executor == "queue":
+                from .queue.url import open_queue
+
+                services["queue"] = open_queue(self.queue_url)
+            self._executors[key] = plugins.create("executor", executor, **services)
+        return self._executors[key]
+
+    async def aclose(self) -> None:
+        for executor in self._executors.values():
+            await executor.aclose()
+            if executor.queue is not None:
+                await executor.queue.aclose()
+
+
+def _secrets_for(spec: WorkflowSpec) -> tuple[dict[str, str], Redacting]:
+    if not spec.secrets:
+        return {}, NullRedactor()
+    from .secrets import Redactor, resolve_secrets
+
+    base = Path(spec.source).resolve().parent if spec.source else Path.cwd()
+    values = resolve_secrets(spec, base)
+    return values, Redactor(values.values())
+
+
+async def _drive(
+    spec: WorkflowSpec, run_id: str, *, store: StateStore, home: Path, bus: EventBus,
+    owner: str, queue_url: str | None,
+) -> RunRecord:
+    record = store.get_run(run_id, with_tasks=False)
+    secret_env, redactor = _secrets_for(spec)
+    resolver = TaskResolver(spec=spec, run_id=run_id, home=home, params=record.params,
+                            logical_date=record.logical_date, secret_env=secret_env,
+                            redactor=redactor)
+    backends = _Backends(spec, queue_url)
+    backends.check()
+    store.claim_run(run_id, owner)
+    try:
+        async with anyio.create_task_group() as hooks:
+            def fire(ref: str, event: str, payload: Mapping[str, Any]) -> None:
+                hooks.start_soon(_run_hook, spec, run_id, ref, event, payload, store, bus, redactor)
+
+            engine = Engine(spec=spec, run_id=run_id, store=store, bus=bus,
+                            executor_for=backends.executor_for, resolver=resolver, hook=fire,
+                            heartbeat=lambda: store.heartbeat(run_id, owner))
+            await engine.run()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await backends.aclose()
+            store.release_run(run_id, owner)
+    return store.get_run(run_id)
+
+
+async def _run_hook(
+    spec: WorkflowSpec, run_id: str, ref: str, event: str, payload: Mapping[str, Any],
+    store: StateStore, bus: EventBus, redactor: Redacting,
+) -> None:
+    from .hooks import run_hook
+
+    result = await run_hook(ref, spec, event, payload, redactor=redactor)
+    kind = "hook.succeeded" if result.ok else "hook.failed"
+    data = {"hook": ref, "event": event, "detail": redactor.redact(result.detail)}
+    task, at = payload.get("task"), time.time()
+    store.add_event(run_id, kind, task=task, data=data, at=at)
+    bus.publish(Event(kind=kind, run_id=run_id, workflow=spec.name, at=at, task=task, data=data))
+
+
+async def run_workflow(
+    spec: WorkflowSpec,
+    *,
+    store: StateStore,
+    home: Path,
+    params: Mapping[str, Any] | None = None,
+    logical_date: str | None = None,
+    trigger: str = "manual",
+    run_id: str | None = None,
+    bus: EventBus | None = None,
+    owner: str | None = None,
+    queue_url: str | None = None,
+) -> RunRecord:
+    """Create a run of ``spec`` and drive it to its end; returns the finished record."""
+    merged = merge_params(spec, params)
+    run_id = store.create_run(spec.name, [t.name for t in spec.tasks], params=merged,
+                              logical_date=logical_date, trigger=trigger, source=spec.source,
+                              run_id=run_id)
+    try:
+        return await _drive(spec, run_id, store=store, home=home, bus=bus or EventBus(),
+                            owner=owner or new_owner_id(), queue_url=queue_url)
+    finally:
+        with anyio.CancelScope(shield=True):
+            _retain(spec, store, home)
+
+
+async def resume_run(
+    spec: WorkflowSpec,
+    run_id: str,
+    *,
+    store: StateStore,
+    home: Path,
+    bus: EventBus | None = None,
+    owner: str | None = None,
+    queue_url: str | None = None,
+) -> RunRecord:
+    """Finish an interrupted run: succeeded tasks stay done, interrupted ones go again.
+    Raises :class:`~forge_core.exceptions.RunLocked` while another engine drives it."""
+    record = store.get_run(run_id, with_tasks=True)
+    if record.workflow != spec.name:
+        raise ConfigError(f"run {run_id} belongs to workflow {record.workflow!r}, not {spec.name!r}")
+    known = {t.name for t in record.tasks}
+    missing = [t.name for t in spec.tasks if t.name not in known]
+    if missing:
+        raise ConfigError(
+            f"the workflow changed since run {run_id} started: new tasks {', '.join(missing)}; "
+            "start a new run instead"
+        )
+    return await _drive(spec, run_id, store=store, home=home, bus=bus or EventBus(),
+                        owner=owner or new_owner_id(), queue_url=queue_url)
+
+
+def _retain(spec: WorkflowSpec, store: StateStore, home: Path) -> None:
+    """Keep the newest ``spec.retention`` finished runs of this workflow, logs included."""
+    import shutil
+
+    for run in store.prune(spec.retention, spec.name):
+        shutil.rmtree(home / "logs" / run.run_id, ignore_errors=True)
