@@ -1,0 +1,154 @@
+"""Workflow secrets: read them from environment variables or files, and mask them (with
+their JSON-escaped and base64 forms) everywhere Forge writes.
+
+A secret's mapping key is the environment variable the tasks see; ``env`` names the variable
+it is read from (the key itself when neither ``env`` nor ``file`` is given) and ``file`` a
+file whose text (one trailing newline dropped) is the value. Values shorter than
+:data:`MIN_SECRET_LENGTH` characters are not masked: replacing every ``a`` or ``1`` in a log
+would destroy it while hiding nothing a guesser could not try.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+from .spec import SecretSpec, WorkflowSpec
+
+__all__ = ["MASK", "MIN_SECRET_LENGTH", "Redactor", "redact_file", "resolve_secrets"]
+
+log = logging.getLogger(__name__)
+
+MASK = "***"
+MIN_SECRET_LENGTH = 4
+
+
+def resolve_secrets(spec: WorkflowSpec, base_dir: Path) -> dict[str, str]:
+    """Every declared secret of ``spec`` as ``{env var name: value}``; a missing variable or
+    unreadable file is a :class:`ConfigError` naming the workflow and the secret."""
+    return {name: _read(spec.name, name, secret, base_dir) for name, secret in spec.secrets.items()}
+
+
+def _read(workflow: str, name: str, secret: SecretSpec, base_dir: Path) -> str:
+    where = f"workflow {workflow!r} secret {name!r}"
+    if secret.file:
+        path = Path(secret.file).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"{where}: cannot read {path}: {reason}") from None
+        return text[:-1] if text.endswith("\n") else text
+    var = secret.env or name
+    value = os.environ.get(var)
+    if value is None:
+        raise ConfigError(f"{where}: environment variable {var} is not set")
+    return value
+
+
+def _b64_forms(raw: bytes) -> set[str]:
+    """The base64 text of ``raw`` as it appears inside a longer encoded blob, at each of the
+    three byte alignments (only the characters that depend on ``raw`` alone), standard and
+    URL-safe, plus the whole padded encoding."""
+    forms = {base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+    for offset, skip in ((0, 0), (1, 2), (2, 3)):
+        enc = base64.b64encode(b"\0" * offset + raw).rstrip(b"=")
+        if (offset + len(raw)) % 3:
+            enc = enc[:-1]
+        fragment = enc[skip:].decode()
+        if len(fragment) >= MIN_SECRET_LENGTH:
+            forms.add(fragment)
+            forms.add(fragment.replace("+", "-").replace("/", "_"))
+    return forms
+
+
+def _forms(value: str) -> set[str]:
+    forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    return forms | _b64_forms(value.encode("utf-8"))
+
+
+class Redactor:
+    """Masks a fixed set of secret values (and their encoded forms) as ``***``."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        secrets = {v for v in values if len(v) >= MIN_SECRET_LENGTH}
+        forms = set().union(*(_forms(v) for v in secrets)) if secrets else set()
+        self._pattern = (
+            re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+            if forms else None
+        )
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def redact(self, text: str) -> str:
+        return self._pattern.sub(MASK, text) if self._pattern is not None else text
+
+    def redact_obj(self, obj: Any) -> Any:
+        """A copy of ``obj`` with every string inside dicts, lists and tuples redacted."""
+        if self._pattern is None:
+            return obj
+        if isinstance(obj, str):
+            return self.redact(obj)
+        if isinstance(obj, Mapping):
+            return {self.redact_obj(k): self.redact_obj(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return type(obj)(self.redact_obj(v) for v in obj)
+        return obj
+
+    def redact_file(self, path: Path) -> bool:
+        """Mask secrets in a file in place; see :func:`redact_file`."""
+        return redact_file(path, self)
+
+    def logging_filter(self) -> logging.Filter:
+        """A filter that redacts log records' rendered messages."""
+        redactor = self
+
+        class _Filter(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                record.msg = redactor.redact(record.getMessage())
+                record.args = None
+                return True
+
+        return _Filter()
+
+
+def redact_file(path: Path, redactor: Redactor) -> bool:
+    """Rewrite ``path`` with secrets masked, atomically (temp file, fsync, rename); returns
+    whether anything changed. Non-UTF-8 bytes are kept as they were."""
+    if not redactor:
+        return False
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        return False
+    clean = redactor.redact(text)
+    if clean == text:
+        return False
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(clean.encode("utf-8", errors="surrogateescape"))
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return True
