@@ -1,0 +1,207 @@
+"""cgroup v2, v1 and hybrid layouts behind one small class: create with limits, join, kill,
+read stats and OOM kills, remove.
+
+The layout is read from ``/proc/self/mountinfo``: a v1 controller mounted anywhere is used as
+v1 (hybrid hosts mount an empty cgroup2 at ``/sys/fs/cgroup/unified`` next to v1 controllers;
+that hierarchy holds no controller so it is ignored), and a cgroup2 mount that has the
+controller is used as v2. A limit no mounted controller can enforce is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from pathlib import Path
+
+import attrs
+from forge_core.abc import Resources, Stats
+from forge_core.exceptions import Unsupported
+
+__all__ = ["Cgroup", "Layout", "detect"]
+
+_V1_USED = ("memory", "cpu", "cpuacct", "pids")
+_LIMIT_CONTROLLER = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
+
+
+@attrs.frozen
+class Layout:
+    """Where each controller lives: ``v1`` maps controller -> mount, ``v2`` is the unified mount."""
+
+    v1: dict[str, Path]
+    v2: Path | None
+    v2_controllers: frozenset[str]
+
+    @property
+    def mode(self) -> str:
+        if self.v1 and self.v2 is not None:
+            return "hybrid"
+        return "v1" if self.v1 else ("v2" if self.v2 is not None else "none")
+
+    def has(self, controller: str) -> bool:
+        return controller in self.v1 or controller in self.v2_controllers
+
+
+def detect() -> Layout:
+    """Read the host's cgroup layout."""
+    v1: dict[str, Path] = {}
+    v2: Path | None = None
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype, options = fields[sep + 1], fields[sep + 3].split(",")
+            mountpoint = Path(fields[4])
+            if fstype == "cgroup":
+                for opt in options:
+                    if opt in _V1_USED:
+                        v1.setdefault(opt, mountpoint)
+            elif fstype == "cgroup2" and v2 is None:
+                v2 = mountpoint
+    controllers: frozenset[str] = frozenset()
+    if v2 is not None:
+        with contextlib.suppress(OSError):
+            controllers = frozenset((v2 / "cgroup.controllers").read_text().split())
+    return Layout(v1=v1, v2=v2, v2_controllers=controllers - set(v1))
+
+
+def refuse_unenforceable(layout: Layout, resources: Resources) -> None:
+    """Raise :class:`Unsupported` for a limit no mounted controller (or our rights) can enforce."""
+    for limit in sorted(resources.asked() & set(_LIMIT_CONTROLLER)):
+        controller = _LIMIT_CONTROLLER[limit]
+        if not layout.has(controller):
+            raise Unsupported(
+                f"cannot enforce {limit}: no {controller} cgroup controller is available "
+                f"on this host (cgroup layout: {layout.mode})"
+            )
+        if os.geteuid() != 0 and controller in layout.v1:
+            raise Unsupported(f"cannot enforce {limit} without root: cgroup v1 cannot be delegated")
+    if resources.cpu_time is not None:
+        raise Unsupported("the linux runtime does not enforce cpu_time; use cpus")
+
+
+@attrs.define
+class Cgroup:
+    """One container's cgroup in every hierarchy Forge uses."""
+
+    layout: Layout
+    relpath: str
+
+    def dirs(self) -> list[Path]:
+        out = [mount / self.relpath for c, mount in self.layout.v1.items() if c in _V1_USED]
+        if self.layout.v2 is not None and self.layout.v2_controllers:
+            out.append(self.layout.v2 / self.relpath)
+        return list(dict.fromkeys(out))
+
+    def create(self, resources: Resources) -> None:
+        refuse_unenforceable(self.layout, resources)
+        if self.layout.v2 is not None and self.layout.v2_controllers:
+            self._enable_v2_parent()
+        for path in self.dirs():
+            path.mkdir(parents=True, exist_ok=True)
+        self._limit(resources)
+
+    def _enable_v2_parent(self) -> None:
+        assert self.layout.v2 is not None
+        wanted = " ".join(f"+{c}" for c in sorted(self.layout.v2_controllers & {"memory", "cpu", "pids"}))
+        parent = self.layout.v2 / self.relpath.split("/")[0]
+        parent.mkdir(exist_ok=True)
+        for level in (self.layout.v2, parent):
+            with contextlib.suppress(OSError):
+                (level / "cgroup.subtree_control").write_text(wanted)
+
+    def _file(self, controller: str, v1name: str, v2name: str) -> Path:
+        if controller in self.layout.v1:
+            return self.layout.v1[controller] / self.relpath / v1name
+        assert self.layout.v2 is not None
+        return self.layout.v2 / self.relpath / v2name
+
+    def _limit(self, res: Resources) -> None:
+        try:
+            if res.memory is not None:
+                if "memory" in self.layout.v1:
+                    self._file("memory", "memory.limit_in_bytes", "").write_text(str(res.memory))
+                    swap = self._file("memory", "memory.memsw.limit_in_bytes", "")
+                    if swap.exists():
+                        swap.write_text(str(res.memory))
+                else:
+                    self._file("memory", "", "memory.max").write_text(str(res.memory))
+                    with contextlib.suppress(FileNotFoundError):
+                        self._file("memory", "", "memory.swap.max").write_text("0")
+            if res.cpus is not None:
+                period = 100_000
+                quota = max(1000, int(res.cpus * period))
+                if "cpu" in self.layout.v1:
+                    self._file("cpu", "cpu.cfs_period_us", "").write_text(str(period))
+                    self._file("cpu", "cpu.cfs_quota_us", "").write_text(str(quota))
+                else:
+                    self._file("cpu", "", "cpu.max").write_text(f"{quota} {period}")
+            if res.pids is not None:
+                self._file("pids", "pids.max", "pids.max").write_text(str(res.pids))
+        except OSError as exc:
+            raise Unsupported(f"the kernel refused a resource limit ({exc.strerror}: {exc.filename})") from None
+
+    def join(self, pid: int = 0) -> None:
+        """Move ``pid`` (0: the caller) into every hierarchy."""
+        for path in self.dirs():
+            (path / "cgroup.procs").write_text(str(pid))
+
+    def pids(self) -> list[int]:
+        for path in self.dirs():
+            with contextlib.suppress(OSError):
+                return [int(x) for x in (path / "cgroup.procs").read_text().split()]
+        return []
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def oom_killed(self) -> bool:
+        try:
+            if "memory" in self.layout.v1:
+                text = self._file("memory", "memory.oom_control", "").read_text()
+            elif "memory" in self.layout.v2_controllers:
+                text = self._file("memory", "", "memory.events").read_text()
+            else:
+                return False
+        except OSError:
+            return False
+        counts = dict(line.split() for line in text.splitlines() if len(line.split()) == 2)
+        return int(counts.get("oom_kill", "0")) > 0
+
+    def stats(self) -> Stats:
+        def read(controller: str, v1name: str, v2name: str) -> str:
+            with contextlib.suppress(OSError, AssertionError):
+                return self._file(controller, v1name, v2name).read_text()
+            return ""
+
+        cpu = 0.0
+        if "cpuacct" in self.layout.v1:
+            cpu = int(read("cpuacct", "cpuacct.usage", "") or 0) / 1e9
+        elif "cpu" in self.layout.v2_controllers:
+            fields = dict(line.split() for line in read("cpu", "", "cpu.stat").splitlines())
+            cpu = int(fields.get("usage_usec", 0)) / 1e6
+        mem = read("memory", "memory.usage_in_bytes", "memory.current") if self.layout.has("memory") else ""
+        pids = read("pids", "pids.current", "pids.current") if self.layout.has("pids") else ""
+        return Stats(cpu_seconds=cpu, memory_bytes=int(mem or 0), pids=int(pids or len(self.pids())))
+
+    def remove(self) -> None:
+        """Kill what is left and remove every directory; a missing one is fine."""
+        for attempt in range(50):
+            busy = False
+            for path in self.dirs():
+                try:
+                    path.rmdir()
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY:
+                        raise
+                    busy = True
+            if not busy:
+                return
+            self.kill()
+            time.sleep(0.002 * (attempt + 1))
