@@ -1,0 +1,58 @@
+"""Reading what a command task wrote to ``$FORGE_OUTPUT``: a JSON object or ``key=value`` lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OutputError", "read_outputs"]
+
+
+class OutputError(Exception):
+    """The output file is malformed; the message names the file and the offending line."""
+
+
+def read_outputs(path: Path | None) -> dict[str, Any]:
+    """Outputs in ``path``: ``{}`` when there is no file or it is empty.
+
+    A file whose first non-blank character is ``{`` is one JSON object; anything else is
+    ``key=value`` lines (values are strings; blank lines and ``#`` comments are skipped).
+    """
+    if path is None:
+        return {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OutputError(f"cannot read output file {path}: {exc}") from None
+    if text.lstrip().startswith("{"):
+        return _parse_json(path, text)
+    return _parse_lines(path, text)
+
+
+def _parse_json(path: Path, text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise OutputError(f"output file {path} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise OutputError(f"output file {path} must hold a JSON object")
+    return value
+
+
+def _parse_lines(path: Path, text: str) -> dict[str, Any]:
+    outputs: dict[str, Any] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise OutputError(
+                f"output file {path} line {number} is not key=value: {raw[:80]!r}"
+            )
+        outputs[key] = value
+    return outputs
