@@ -1,0 +1,277 @@
+"""The Lua scripts that make every queue transition one atomic step inside Redis.
+
+Keys live under a prefix ``P``: ``P i:<id>`` (item hash), ``P keys`` (idempotency key -> id),
+``P ready:<kind>`` (deliverable, score = priority*1e13 + run_at ms), ``P delayed`` and
+``P reserved`` (score = due / expiry time), ``P st:<state>`` and ``P all`` (score = created),
+``P prio`` (pending per priority), ``P age`` (deliverable by run_at), ``P rl:<kind>``
+(token bucket), ``P token`` (fencing counter). Time is Redis's own clock (``TIME``).
+"""
+
+from __future__ import annotations
+
+COMMON = r"""
+local P = KEYS[1]
+local function now() local t = redis.call('TIME'); return tonumber(t[1]) + tonumber(t[2]) / 1e6 end
+local function f(x) return string.format('%.6f', x) end
+local function score(prio, run_at)
+  return string.format('%d', prio * 1e13 + math.floor(run_at * 1000))
+end
+local function make_ready(id, kind, prio, run_at, t)
+  if run_at > t then
+    redis.call('ZADD', P..'delayed', f(run_at), id)
+  else
+    redis.call('ZADD', P..'ready:'..kind, score(prio, run_at), id)
+    redis.call('SADD', P..'kinds', kind)
+    redis.call('ZADD', P..'age', f(run_at), id)
+  end
+end
+local function set_state(id, from, to)
+  local created = redis.call('HGET', P..'i:'..id, 'created_at')
+  redis.call('ZREM', P..'st:'..from, id)
+  redis.call('ZADD', P..'st:'..to, created, id)
+  redis.call('HSET', P..'i:'..id, 'state', to)
+end
+local function to_pending(id, run_at, t)
+  local h = redis.call('HMGET', P..'i:'..id, 'kind', 'priority')
+  redis.call('HSET', P..'i:'..id, 'run_at', f(run_at), 'consumer', '', 'lease_expires_at', '')
+  redis.call('HINCRBY', P..'prio', h[2], 1)
+  make_ready(id, h[1], tonumber(h[2]), run_at, t)
+end
+local function to_dead(id, from, t)
+  set_state(id, from, 'dead')
+  redis.call('HSET', P..'i:'..id, 'finished_at', f(t), 'consumer', '', 'lease_expires_at', '')
+end
+local function held(id, token)
+  local h = redis.call('HMGET', P..'i:'..id, 'state', 'token')
+  if not h[1] then return 'NOTFOUND no queue item '..id end
+  if h[1] ~= 'reserved' or h[2] ~= token then
+    return 'LEASELOST the lease with token '..token..' was lost (item is '..h[1]..
+      ', token '..h[2]..')'
+  end
+  return nil
+end
+"""
+
+PUT = COMMON + r"""
+local t = now()
+local n = tonumber(ARGV[1])
+local out = {}
+for i = 0, n - 1 do
+  local b = 1 + i * 9
+  local id, kind, payload, prio = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
+  local maxd, delay, run_at = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
+  local key, tags = ARGV[b + 8], ARGV[b + 9]
+  local existing = false
+  if key ~= '' then existing = redis.call('HGET', P..'keys', key) end
+  if existing then
+    out[#out + 1] = existing
+  else
+    local ra = t + tonumber(delay)
+    if run_at ~= '' then ra = tonumber(run_at) end
+    if key ~= '' then redis.call('HSET', P..'keys', key, id) end
+    redis.call('HSET', P..'i:'..id, 'id', id, 'kind', kind, 'payload', payload, 'priority', prio,
+      'state', 'pending', 'deliveries', 0, 'max_deliveries', maxd, 'created_at', f(t),
+      'run_at', f(ra), 'key', key, 'tags', tags, 'token', 0)
+    redis.call('ZADD', P..'st:pending', f(t), id)
+    redis.call('ZADD', P..'all', f(t), id)
+    redis.call('HINCRBY', P..'prio', prio, 1)
+    make_ready(id, kind, prio, ra, t)
+    out[#out + 1] = id
+  end
+end
+return out
+"""
+
+RESERVE = COMMON + r"""
+local t = now()
+local consumer, lease = ARGV[1], tonumber(ARGV[2])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'delayed', '-inf', f(t), 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', P..'delayed', id)
+  local h = redis.call('HMGET', P..'i:'..id, 'kind', 'priority', 'run_at')
+  make_ready(id, h[1], tonumber(h[2]), tonumber(h[3]), t)
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'reserved', '-inf', f(t), 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', P..'reserved', id)
+  local h = redis.call('HMGET', P..'i:'..id, 'deliveries', 'max_deliveries', 'consumer')
+  redis.call('HSET', P..'i:'..id, 'last_error', 'lease of '..h[3]..' expired')
+  if tonumber(h[1]) >= tonumber(h[2]) then
+    to_dead(id, 'reserved', t)
+  else
+    set_state(id, 'reserved', 'pending')
+    to_pending(id, t, t)
+  end
+end
+local kinds
+if ARGV[3] ~= '' then kinds = cjson.decode(ARGV[3])
+else kinds = redis.call('SMEMBERS', P..'kinds') end
+local skip = {}
+for _, k in ipairs(cjson.decode(ARGV[5])) do skip[k] = true end
+local mine = {}
+for _, tag in ipairs(cjson.decode(ARGV[4])) do mine[tag] = true end
+local function bucket(kind)
+  local r = redis.call('HMGET', P..'rl:'..kind, 'rate', 'burst', 'tokens', 'updated')
+  if not r[1] then return nil end
+  return math.min(tonumber(r[2]), tonumber(r[3]) + (t - tonumber(r[4])) * tonumber(r[1]))
+end
+local function tags_ok(id)
+  local tags = redis.call('HGET', P..'i:'..id, 'tags')
+  if tags == '[]' then return true end
+  for _, tag in ipairs(cjson.decode(tags)) do if not mine[tag] then return false end end
+  return true
+end
+local best, best_score, best_kind
+for _, kind in ipairs(kinds) do
+  local tokens = bucket(kind)
+  if not skip[kind] and (tokens == nil or tokens >= 1) then
+    local cand = redis.call('ZRANGE', P..'ready:'..kind, 0, 99, 'WITHSCORES')
+    if #cand == 0 and ARGV[3] == '' then redis.call('SREM', P..'kinds', kind) end
+    for j = 1, #cand, 2 do
+      local id, sc = cand[j], tonumber(cand[j + 1])
+      if best_score and (sc > best_score or (sc == best_score and id > best)) then break end
+      if tags_ok(id) then best, best_score, best_kind = id, sc, kind; break end
+    end
+  end
+end
+if not best then return false end
+local key = P..'i:'..best
+local prio = redis.call('HGET', key, 'priority')
+redis.call('ZREM', P..'ready:'..best_kind, best)
+redis.call('ZREM', P..'age', best)
+redis.call('HINCRBY', P..'prio', prio, -1)
+local tokens = bucket(best_kind)
+if tokens ~= nil then
+  redis.call('HSET', P..'rl:'..best_kind, 'tokens', f(tokens - 1), 'updated', f(t))
+end
+local token = redis.call('INCR', P..'token')
+local expires = t + lease
+set_state(best, 'pending', 'reserved')
+redis.call('HINCRBY', key, 'deliveries', 1)
+redis.call('HSET', key, 'consumer', consumer, 'lease_expires_at', f(expires), 'token', token)
+redis.call('ZADD', P..'reserved', f(expires), best)
+return redis.call('HGETALL', key)
+"""
+
+ACK = COMMON + r"""
+local id, token = ARGV[1], ARGV[2]
+local h = redis.call('HMGET', P..'i:'..id, 'state', 'token')
+if h[1] == 'done' and h[2] == token then return 0 end
+local err = held(id, token)
+if err then return redis.error_reply(err) end
+local t = now()
+set_state(id, 'reserved', 'done')
+redis.call('ZREM', P..'reserved', id)
+redis.call('HSET', P..'i:'..id, 'result', ARGV[3], 'finished_at', f(t), 'lease_expires_at', '')
+return 1
+"""
+
+NACK = COMMON + r"""
+local id, token = ARGV[1], ARGV[2]
+local err = held(id, token)
+if err then return redis.error_reply(err) end
+local t = now()
+local key = P..'i:'..id
+redis.call('ZREM', P..'reserved', id)
+redis.call('HSET', key, 'last_error', ARGV[3])
+local h = redis.call('HMGET', key, 'deliveries', 'max_deliveries')
+if ARGV[5] == '1' or tonumber(h[1]) >= tonumber(h[2]) then
+  to_dead(id, 'reserved', t)
+else
+  local retry_at = t
+  if ARGV[4] ~= '' then retry_at = tonumber(ARGV[4]) end
+  set_state(id, 'reserved', 'pending')
+  to_pending(id, retry_at, t)
+end
+return 1
+"""
+
+EXTEND = COMMON + r"""
+local id, token = ARGV[1], ARGV[2]
+local err = held(id, token)
+if err then return redis.error_reply(err) end
+local expires = now() + tonumber(ARGV[3])
+redis.call('ZADD', P..'reserved', f(expires), id)
+redis.call('HSET', P..'i:'..id, 'lease_expires_at', f(expires))
+return f(expires)
+"""
+
+CHECKPOINT = COMMON + r"""
+local err = held(ARGV[1], ARGV[2])
+if err then return redis.error_reply(err) end
+redis.call('HSET', P..'i:'..ARGV[1], 'checkpoint', ARGV[3])
+return 1
+"""
+
+CANCEL = COMMON + r"""
+local id = ARGV[1]
+local h = redis.call('HMGET', P..'i:'..id, 'state', 'kind', 'priority')
+if not h[1] then return redis.error_reply('NOTFOUND no queue item '..id) end
+if h[1] == 'pending' then
+  redis.call('ZREM', P..'ready:'..h[2], id)
+  redis.call('ZREM', P..'delayed', id)
+  redis.call('ZREM', P..'age', id)
+  redis.call('HINCRBY', P..'prio', h[3], -1)
+elseif h[1] == 'reserved' then
+  redis.call('ZREM', P..'reserved', id)
+else
+  return 0
+end
+set_state(id, h[1], 'cancelled')
+redis.call('HSET', P..'i:'..id, 'finished_at', f(now()), 'consumer', '', 'lease_expires_at', '')
+return 1
+"""
+
+REQUEUE = COMMON + r"""
+local id = ARGV[1]
+local state = redis.call('HGET', P..'i:'..id, 'state')
+if not state then return redis.error_reply('NOTFOUND no queue item '..id) end
+if state ~= 'dead' and state ~= 'cancelled' then
+  return redis.error_reply('BADSTATE item '..id..' is '..state..
+    '; only dead or cancelled items requeue')
+end
+local t = now()
+set_state(id, state, 'pending')
+redis.call('HSET', P..'i:'..id, 'deliveries', 0, 'finished_at', '')
+to_pending(id, t, t)
+return 1
+"""
+
+LIST = COMMON + r"""
+local src = P..'all'
+if ARGV[1] ~= '' then src = P..'st:'..ARGV[1] end
+local kind, limit = ARGV[2], tonumber(ARGV[3])
+local out, start = {}, 0
+while #out < limit do
+  local ids = redis.call('ZREVRANGE', src, start, start + 499)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    if kind == '' or redis.call('HGET', P..'i:'..id, 'kind') == kind then
+      out[#out + 1] = redis.call('HGETALL', P..'i:'..id)
+      if #out >= limit then break end
+    end
+  end
+  start = start + 500
+end
+return out
+"""
+
+STATS = COMMON + r"""
+local t = now()
+local states = {}
+for _, s in ipairs({'pending', 'reserved', 'done', 'dead', 'cancelled'}) do
+  states[#states + 1] = s
+  states[#states + 1] = redis.call('ZCARD', P..'st:'..s)
+end
+local oldest = ''
+local a = redis.call('ZRANGE', P..'age', 0, 0, 'WITHSCORES')
+if #a > 0 then oldest = a[2] end
+local d = redis.call('ZRANGEBYSCORE', P..'delayed', '-inf', f(t), 'WITHSCORES', 'LIMIT', 0, 1)
+if #d > 0 and (oldest == '' or tonumber(d[2]) < tonumber(oldest)) then oldest = d[2] end
+return {states, redis.call('HGETALL', P..'prio'), oldest, f(t)}
+"""
+
+RATE_LIMIT = COMMON + r"""
+local key = P..'rl:'..ARGV[1]
+if ARGV[2] == '' then redis.call('DEL', key); return 1 end
+redis.call('HSET', key, 'rate', ARGV[2], 'burst', ARGV[3], 'tokens', ARGV[3], 'updated', f(now()))
+return 1
+"""

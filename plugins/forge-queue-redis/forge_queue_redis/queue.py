@@ -1,0 +1,221 @@
+"""The ``redis`` queue: many agents on many machines share one Redis through redis-py.
+
+Every transition is one Lua script, so it is atomic; the client reconnects by itself with
+backoff (redis-py ``Retry``) and reloads its scripts after a Redis restart. No redis
+exception leaves this module: connection trouble is ``BackendUnavailable``, a stale
+fencing token ``LeaseLost``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, NoReturn, cast
+
+import anyio
+import attrs
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from forge_core.abc import ItemState, Lease, NewItem, Queue, QueueItem, QueueStats
+from forge_core.exceptions import BackendUnavailable, ForgeError, LeaseLost, NotFound
+from forge_core.queue import backoff, dumps, new_id
+
+from . import _scripts
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
+
+__all__ = ["RedisConfig", "RedisQueue"]
+
+
+@attrs.frozen(kw_only=True)
+class RedisConfig:
+    """Options of the ``redis`` queue."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "forge:"
+    """Namespace of every key, so several queues can share one database."""
+    reconnect_for: float = 30.0
+    """Seconds to keep reconnecting (with backoff) before a call gives up."""
+    socket_timeout: float = 10.0
+
+
+class RedisQueue(Queue):
+    """A :class:`~forge_core.abc.Queue` in Redis (see the module docstring).
+
+    Beyond the interface, like the sqlite queue: ``reserve(exclude_kinds=…)``,
+    ``nack(final=True)`` and :meth:`set_rate_limit`.
+    """
+
+    name: ClassVar[str] = "redis"
+    Config: ClassVar[type[RedisConfig]] = RedisConfig
+
+    def __init__(self, config: RedisConfig | None = None, *, url: str | None = None) -> None:
+        self._config = config or RedisConfig()
+        self.url = url or self._config.url
+        self._prefix = self._config.prefix
+        self._redis = aioredis.Redis.from_url(
+            self.url,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),
+            socket_timeout=self._config.socket_timeout,
+            socket_connect_timeout=self._config.socket_timeout,
+            health_check_interval=10,
+        )
+        self._scripts = {name: self._redis.register_script(getattr(_scripts, name))
+                         for name in ("PUT", "RESERVE", "ACK", "NACK", "EXTEND", "CHECKPOINT",
+                                      "CANCEL", "REQUEUE", "LIST", "STATS", "RATE_LIMIT")}
+
+    def __repr__(self) -> str:
+        return f"RedisQueue({self.url!r})"
+
+    async def _script(self, name: str, *args: Any) -> Any:
+        script = self._scripts[name]
+        return await self._call(lambda: script(keys=[self._prefix], args=list(args)))
+
+    async def _call(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one redis call, reconnecting with backoff for up to ``reconnect_for`` seconds
+        while the server is unreachable or loading; map every redis error to Forge's."""
+        deadline = time.monotonic() + self._config.reconnect_for
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except rexc.ResponseError as exc:
+                if not isinstance(exc, rexc.BusyLoadingError):
+                    _raise_mapped(str(exc))
+                error: Exception = exc
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                error = exc
+            except rexc.RedisError as exc:
+                raise BackendUnavailable(f"redis at {self.url}: {exc}") from None
+            attempt += 1
+            if time.monotonic() >= deadline:
+                raise BackendUnavailable(f"redis at {self.url} is unreachable: {error}") from None
+            log.info("redis at %s unreachable (%s); reconnecting", self.url, error)
+            await anyio.sleep(backoff(attempt, base=0.02, cap=0.5, jitter=0.5))
+
+    async def aclose(self) -> None:
+        try:
+            await self._redis.aclose()
+        except rexc.RedisError as exc:
+            log.debug("closing redis connection: %s", exc)
+
+    # -- interface ------------------------------------------------------------------------
+    async def put(self, item: NewItem) -> str:
+        return (await self.put_many([item]))[0]
+
+    async def put_many(self, items: Sequence[NewItem]) -> builtins.list[str]:
+        ids: builtins.list[str] = []
+        for start in range(0, len(items), 1000):  # bounded script run time
+            args: builtins.list[Any] = []
+            chunk = items[start:start + 1000]
+            for item in chunk:
+                args += [new_id(), item.kind, dumps(item.payload), item.priority,
+                         max(1, item.max_deliveries), max(0.0, item.delay),
+                         "" if item.run_at is None else repr(float(item.run_at)),
+                         item.key or "", dumps(sorted(set(item.tags)))]
+            got = await self._script("PUT", len(chunk), *args)
+            ids += [_text(i) for i in got]
+        return ids
+
+    async def reserve(self, consumer: str, lease: float, *, kinds: Sequence[str] | None = None,
+                      tags: Sequence[str] = (), exclude_kinds: Sequence[str] = ()) -> Lease | None:
+        if kinds is not None and not kinds:
+            return None
+        raw = await self._script("RESERVE", consumer, repr(float(lease)),
+                                 "" if kinds is None else dumps(builtins.list(kinds)),
+                                 dumps(builtins.list(tags)), dumps(builtins.list(exclude_kinds)))
+        if not raw:
+            return None
+        item = _to_item(raw)
+        assert item.lease_expires_at is not None
+        return Lease(item=item, token=item.token, consumer=consumer,
+                     expires_at=item.lease_expires_at)
+
+    async def ack(self, lease: Lease, result: Any = None) -> None:
+        await self._script("ACK", lease.item.id, lease.token, dumps(result))
+
+    async def nack(self, lease: Lease, error: str, *, retry_at: float | None = None,
+                   final: bool = False) -> None:
+        await self._script("NACK", lease.item.id, lease.token, error,
+                           "" if retry_at is None else repr(float(retry_at)), int(final))
+
+    async def extend(self, lease: Lease, seconds: float) -> Lease:
+        expires = await self._script("EXTEND", lease.item.id, lease.token, repr(float(seconds)))
+        return attrs.evolve(lease, expires_at=float(expires))
+
+    async def checkpoint(self, lease: Lease, data: Any) -> None:
+        await self._script("CHECKPOINT", lease.item.id, lease.token, dumps(data))
+
+    async def cancel(self, item_id: str) -> bool:
+        return bool(await self._script("CANCEL", item_id))
+
+    async def get(self, item_id: str) -> QueueItem:
+        key = f"{self._prefix}i:{item_id}"
+        raw = await self._call(lambda: self._redis.hgetall(key))
+        if not raw:
+            raise NotFound(f"no queue item {item_id}")
+        return _to_item([x for kv in raw.items() for x in kv])
+
+    async def list(self, *, state: ItemState | None = None, kind: str | None = None,
+                   limit: int = 100) -> builtins.list[QueueItem]:
+        raw = await self._script("LIST", state or "", kind or "", limit)
+        return [_to_item(r) for r in raw]
+
+    async def requeue(self, item_id: str) -> None:
+        await self._script("REQUEUE", item_id)
+
+    async def stats(self) -> QueueStats:
+        states, prio, oldest, now = await self._script("STATS")
+        by_state = {_text(k): int(v) for k, v in zip(states[::2], states[1::2], strict=True)}
+        by_prio = {int(k): int(v) for k, v in zip(prio[::2], prio[1::2], strict=True)}
+        return QueueStats(
+            by_state={k: v for k, v in by_state.items() if v},
+            pending_by_priority={k: v for k, v in by_prio.items() if v},
+            oldest_pending_age=max(0.0, float(now) - float(oldest)) if oldest else None)
+
+    async def set_rate_limit(self, kind: str, per_second: float | None, burst: int = 1) -> None:
+        """Deliver at most ``per_second`` items of ``kind`` (bursts of ``burst``); ``None``
+        removes the limit. Shared by every client of this Redis."""
+        await self._script("RATE_LIMIT", kind, "" if per_second is None else repr(per_second),
+                           max(1, burst))
+
+
+def _raise_mapped(message: str) -> NoReturn:
+    code, _, rest = message.partition(" ")
+    if code == "LEASELOST":
+        raise LeaseLost(rest) from None
+    if code == "NOTFOUND":
+        raise NotFound(rest) from None
+    if code == "BADSTATE":
+        raise ForgeError(rest) from None
+    raise BackendUnavailable(f"redis refused a queue script: {message}") from None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _to_item(flat: Sequence[bytes | str]) -> QueueItem:
+    h = {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+
+    def num(name: str) -> float | None:
+        return float(h[name]) if h.get(name) else None
+
+    def js(name: str) -> Any:
+        return json.loads(h[name]) if h.get(name) else None
+
+    return QueueItem(
+        id=h["id"], kind=h["kind"], payload=js("payload"), priority=int(h["priority"]),
+        state=cast(ItemState, h["state"]), deliveries=int(h["deliveries"]),
+        max_deliveries=int(h["max_deliveries"]), created_at=float(h["created_at"]),
+        run_at=float(h["run_at"]), key=h.get("key") or None, tags=tuple(js("tags") or ()),
+        checkpoint=js("checkpoint"), result=js("result"), last_error=h.get("last_error") or None,
+        consumer=h.get("consumer") or None, lease_expires_at=num("lease_expires_at"),
+        token=int(h.get("token", 0)), finished_at=num("finished_at"))
