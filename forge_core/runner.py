@@ -23,11 +23,11 @@ from .abc import Executor, Runtime
 from .dag._engine import Engine
 from .dag._taskrun import NullRedactor, Redacting, TaskResolver
 from .events import Event, EventBus
-from .exceptions import ConfigError
+from .exceptions import ConfigError, PluginError
 from .spec import TaskSpec, WorkflowSpec
 from .state import RunRecord, StateStore
 
-__all__ = ["new_owner_id", "resume_run", "run_workflow"]
+__all__ = ["check_plugins", "merge_params", "new_owner_id", "resume_run", "run_workflow"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,24 @@ def merge_params(spec: WorkflowSpec, given: Mapping[str, Any] | None) -> dict[st
     return {**spec.params, **given}
 
 
+def _plugin_names(spec: WorkflowSpec, task: TaskSpec) -> tuple[str, str]:
+    """(executor, runtime) a task runs on: a task with ``image:`` needs the linux runtime."""
+    runtime = "linux" if task.image else spec.runtime
+    return (task.executor or spec.executor, runtime)
+
+
+def check_plugins(spec: WorkflowSpec) -> None:
+    """Raise :class:`~forge_core.exceptions.PluginError` (saying what to install) if a task
+    needs an executor or runtime that is missing or unusable here."""
+    for pair in sorted({_plugin_names(spec, t) for t in spec.tasks}):
+        for group, name in zip(("executor", "runtime"), pair, strict=True):
+            cls = plugins.load_class(group, name)
+            avail = cls.available()
+            if not avail.ok:
+                raise PluginError(f"{group} {name!r} (workflow {spec.name!r}) is not usable "
+                                  f"here: {avail.reason}", group=group, name=name)
+
+
 @attrs.define
 class _Backends:
     """Executors built on demand, one per (executor, runtime) pair, closed at the end."""
@@ -59,19 +77,8 @@ class _Backends:
     _executors: dict[tuple[str, str], Executor] = attrs.field(factory=dict)
     _runtimes: dict[str, Runtime] = attrs.field(factory=dict)
 
-    def check(self) -> None:
-        """Fail before the run starts if a named plugin is missing or unusable."""
-        for task in self.spec.tasks:
-            self._names(task)
-        for task in self.spec.tasks:
-            self.executor_for(task)
-
-    def _names(self, task: TaskSpec) -> tuple[str, str]:
-        runtime = "linux" if task.image else self.spec.runtime
-        return (task.executor or self.spec.executor, runtime)
-
     def executor_for(self, task: TaskSpec) -> Executor:
-        key = self._names(task)
+        key = _plugin_names(self.spec, task)
         if key not in self._executors:
             executor, runtime_name = key
             if runtime_name not in self._runtimes:
@@ -111,8 +118,8 @@ async def _drive(
     resolver = TaskResolver(spec=spec, run_id=run_id, home=home, params=record.params,
                             logical_date=record.logical_date, secret_env=secret_env,
                             redactor=redactor)
+    check_plugins(spec)
     backends = _Backends(spec, queue_url)
-    backends.check()
     store.claim_run(run_id, owner)
     try:
         async with anyio.create_task_group() as hooks:

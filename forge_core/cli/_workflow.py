@@ -1,0 +1,304 @@
+"""``forge run``, ``forge workflow …`` and ``forge logs``: running workflows and reading
+what they did."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ._common import (
+    ConfigOption,
+    ExitCode,
+    JsonOption,
+    Target,
+    emit_json,
+    fail,
+    guard,
+    load_target,
+    open_home,
+    stdout_is_tty,
+)
+
+workflow_app = typer.Typer(help="Run, validate and inspect workflows.", no_args_is_help=True)
+
+WorkflowOption = typer.Option(None, "--workflow", "-w", help="Workflow to pick when a file holds several.")
+ParamOption = typer.Option(None, "--param", "-p", help="Override a param: -p key=value (repeatable).")
+
+
+def _params(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"bad --param {pair!r}: write -p key=value")
+        out[key.strip()] = value
+    return out
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _took(seconds: float | None) -> str:
+    return f"{seconds:.2f}s" if seconds is not None else "-"
+
+
+def _plan(spec: Any, as_json: bool) -> None:
+    from ..dag import Graph
+
+    layers = Graph({t.name: tuple(t.depends_on) for t in spec.tasks}).layers()
+    if as_json:
+        emit_json({"workflow": spec.name, "steps": layers})
+        return
+    typer.echo(f"plan for {spec.name} ({len(spec.tasks)} tasks, concurrency {spec.concurrency}):")
+    for i, layer in enumerate(layers, 1):
+        note = " (in parallel)" if len(layer) > 1 else ""
+        typer.echo(f"  step {i}: {', '.join(layer)}{note}")
+
+
+def _execute(target: Target, spec: Any, params: dict[str, str], as_json: bool,
+             resume_id: str | None = None) -> None:
+    import anyio
+
+    from ..cli._display import LiveView, PlainView
+    from ..events import EventBus
+    from ..runner import resume_run, run_workflow
+
+    home, store = open_home(target.project)
+    bus = EventBus()
+    live = stdout_is_tty() and not as_json
+    view: Any = LiveView([t.name for t in spec.tasks], f"workflow {spec.name}") if live else PlainView()
+    bus.subscribe(view)
+    queue_url = target.project.settings.queue
+
+    async def main() -> Any:
+        if resume_id:
+            return await resume_run(spec, resume_id, store=store, home=home, bus=bus,
+                                    queue_url=queue_url)
+        return await run_workflow(spec, store=store, home=home, params=params, bus=bus,
+                                  queue_url=queue_url)
+
+    try:
+        if live:
+            with view:
+                record = anyio.run(main)
+        else:
+            record = anyio.run(main)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: running tasks were stopped and recorded as cancelled", err=True)
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    _report(record, as_json)
+    raise typer.Exit(int(ExitCode.OK if record.state == "succeeded" else ExitCode.FAILED))
+
+
+def _report(record: Any, as_json: bool) -> None:
+    if as_json:
+        emit_json(record)
+        return
+    failed = [t for t in record.tasks if t.state in ("failed", "upstream_failed")]
+    typer.echo(f"run {record.run_id} {record.state} in {_took(record.duration)}")
+    for t in failed:
+        last = t.attempts[-1] if t.attempts else None
+        why = f": {last.error}" if last and last.error else ""
+        typer.echo(f"  {t.name} {t.state}{why}")
+    if failed:
+        typer.echo(f"  logs: forge logs {record.run_id} TASK")
+
+
+def run(
+    target: str = typer.Argument(None, help="Workflow name in forge.yml, or a .yml/.yaml/.py file."),
+    config: Path = ConfigOption,
+    workflow: str = WorkflowOption,
+    param: list[str] = ParamOption,
+    as_json: bool = JsonOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; run nothing."),
+) -> None:
+    """Run a workflow now and wait for it to finish (exit 0 ok, 1 failed, 2 bad config)."""
+    with guard():
+        loaded, name = load_target(config, target)
+        spec = loaded.workflow(workflow or name)
+        if dry_run:
+            _plan(spec, as_json)
+            return
+        _execute(loaded, spec, _params(param), as_json)
+
+
+@workflow_app.command("run")
+def workflow_run(
+    name: str = typer.Argument(..., help="Workflow name."),
+    config: Path = ConfigOption,
+    param: list[str] = ParamOption,
+    as_json: bool = JsonOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; run nothing."),
+) -> None:
+    """Run workflow NAME from the config (same as: forge run NAME)."""
+    run(target=name, config=config, workflow=None, param=param, as_json=as_json, dry_run=dry_run)
+
+
+@workflow_app.command("list")
+def workflow_list(config: Path = ConfigOption, as_json: bool = JsonOption) -> None:
+    """List the workflows the config defines."""
+    with guard():
+        loaded, _ = load_target(config)
+        flows = loaded.project.workflows
+        if as_json:
+            emit_json([{"name": n, "tasks": len(w.tasks), "schedule": w.schedule,
+                        "description": w.description} for n, w in flows.items()])
+            return
+        for n, w in flows.items():
+            sched = f"  [{w.schedule}]" if w.schedule else ""
+            desc = f"  {w.description}" if w.description else ""
+            typer.echo(f"{n}  ({len(w.tasks)} tasks){sched}{desc}")
+
+
+@workflow_app.command("validate")
+def workflow_validate(
+    target: str = typer.Argument(None, help="A config file or workflow name (default: forge.yml)."),
+    config: Path = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Check a config without running anything: fields, types, dependencies, cycles, plugins."""
+    from ..exceptions import ConfigError, PluginError
+
+    with guard():
+        try:
+            loaded, name = load_target(config, target)
+            flows = [loaded.workflow(name)] if name else list(loaded.project.workflows.values())
+            from ..runner import check_plugins
+
+            for spec in flows:
+                check_plugins(spec)
+        except (ConfigError, PluginError) as exc:
+            if as_json:
+                problems = getattr(exc, "problems", None) or [exc]
+                emit_json({"ok": False, "problems": [str(p) for p in problems]})
+                raise typer.Exit(int(ExitCode.USAGE)) from None
+            raise
+        if as_json:
+            emit_json({"ok": True, "workflows": [w.name for w in flows]})
+        else:
+            tasks = sum(len(w.tasks) for w in flows)
+            typer.echo(f"ok: {len(flows)} workflow(s), {tasks} task(s) in {loaded.path}")
+
+
+@workflow_app.command("history")
+def workflow_history(
+    name: str = typer.Argument(None, help="Only runs of this workflow."),
+    limit: int = typer.Option(20, "--limit", "-n", help="How many runs."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Past and current runs, newest first."""
+    with guard():
+        _, store = open_home()
+        runs = store.list_runs(name, limit=limit)
+        if as_json:
+            emit_json(runs)
+            return
+        if not runs:
+            typer.echo("no runs yet")
+        for r in runs:
+            typer.echo(f"{r.run_id}  {r.workflow:<20} {r.state:<11} {_when(r.started_at)}  "
+                       f"{_took(r.duration):>8}  {r.trigger}")
+
+
+@workflow_app.command("show")
+def workflow_show(
+    run_ref: str = typer.Argument(..., metavar="RUN", help="Run id, unique prefix, or 'last'."),
+    as_json: bool = JsonOption,
+    gantt: Path = typer.Option(None, "--gantt", help="Write a Gantt chart of the run to this HTML file."),
+) -> None:
+    """One run: every task's state, attempts, duration and exit code."""
+    with guard():
+        _, store = open_home()
+        record = store.get_run(store.resolve_run(run_ref))
+        if gantt is not None:
+            from ..render import gantt_html
+
+            gantt.write_text(gantt_html(record), encoding="utf-8")
+            typer.echo(f"wrote {gantt}", err=True)
+        if as_json:
+            emit_json(record)
+            return
+        typer.echo(f"run {record.run_id}  workflow {record.workflow}  {record.state}  "
+                   f"started {_when(record.started_at)}  took {_took(record.duration)}")
+        if record.params:
+            typer.echo("params: " + ", ".join(f"{k}={v}" for k, v in record.params.items()))
+        typer.echo(f"{'task':<24} {'state':<16} {'attempts':>8} {'duration':>9} {'exit':>5}")
+        for t in record.tasks:
+            last = t.attempts[-1] if t.attempts else None
+            took = sum(a.duration or 0.0 for a in t.attempts) if t.attempts else None
+            code = "" if last is None or last.exit_code is None else str(last.exit_code)
+            typer.echo(f"{t.name:<24} {t.state:<16} {len(t.attempts):>8} {_took(took):>9} {code:>5}")
+            if last is not None and last.error and t.state != "succeeded":
+                typer.echo(f"    {last.error}")
+
+
+@workflow_app.command("resume")
+def workflow_resume(
+    run_ref: str = typer.Argument(..., metavar="RUN", help="Run id, unique prefix, or 'last'."),
+    config: Path = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Finish an interrupted run: succeeded tasks are not run again."""
+    with guard():
+        _, store = open_home()
+        record = store.get_run(store.resolve_run(run_ref), with_tasks=False)
+        source = config or (Path(record.source) if record.source else None)
+        if source is None:
+            fail(f"run {record.run_id} has no recorded config; pass --config FILE")
+        loaded, _ = load_target(None, str(source))
+        _execute(loaded, loaded.workflow(record.workflow), {}, as_json, resume_id=record.run_id)
+
+
+def logs(
+    run_ref: str = typer.Argument(..., metavar="RUN", help="Run id, unique prefix, or 'last'."),
+    task: str = typer.Argument(..., help="Task name."),
+    attempt: int = typer.Option(None, "--attempt", "-a", help="Attempt number (default: latest)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing while it runs."),
+) -> None:
+    """Print a task attempt's output."""
+    with guard():
+        _, store = open_home()
+        record = store.get_run(store.resolve_run(run_ref))
+        found = next((t for t in record.tasks if t.name == task), None)
+        if found is None:
+            fail(f"run {record.run_id} has no task {task!r}; tasks: "
+                 + ", ".join(t.name for t in record.tasks))
+        if not found.attempts:
+            fail(f"task {task!r} has not started in run {record.run_id} (state: {found.state})")
+        chosen = found.attempts[-1] if attempt is None else next(
+            (a for a in found.attempts if a.number == attempt), None)
+        if chosen is None:
+            fail(f"task {task!r} has attempts 1..{len(found.attempts)}, not {attempt}")
+        _print_log(store, chosen, follow)
+
+
+def _print_log(store: Any, chosen: Any, follow: bool) -> None:
+    path = Path(chosen.log_path) if chosen.log_path else None
+    if path is None or not path.exists():
+        if chosen.error:
+            typer.echo(f"(no output) {chosen.error}")
+        return
+    with path.open("rb") as fh:
+        while True:
+            chunk = fh.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                continue
+            if not follow or _attempt_done(store, chosen):
+                return
+            time.sleep(0.2)
+
+
+def _attempt_done(store: Any, chosen: Any) -> bool:
+    tasks = store.get_run(chosen.run_id).tasks
+    for t in tasks:
+        for a in t.attempts:
+            if t.name == chosen.task and a.number == chosen.number:
+                return a.finished_at is not None
+    return True
