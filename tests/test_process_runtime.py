@@ -1,0 +1,197 @@
+"""The ``process`` runtime: the Runtime conformance suite plus what only a child process shows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from forge_core.abc import ContainerSpec, Handle, Resources
+from forge_core.exceptions import NotFound, Unsupported
+from forge_core.runtime import ProcessRuntime
+from forge_core.testing import FifoProbe, RuntimeConformance
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[ProcessRuntime]:
+    rt = ProcessRuntime()
+    yield rt
+    for handle in await rt.list():
+        await rt.remove(handle)
+
+
+class TestProcessRuntimeConformance(RuntimeConformance):
+    """The shared Runtime behaviour, on the process runtime."""
+
+
+class TestProcessRuntime:
+    """What the process runtime does beyond the shared contract."""
+
+    def test_supports_exactly_what_it_enforces(self) -> None:
+        """Memory, CPU time and detach are enforced; pids and cpus are refused."""
+        assert ProcessRuntime.supports == {"resources.memory", "resources.cpu_time", "detach"}
+        with pytest.raises(Unsupported, match="resources.pids"):
+            ProcessRuntime().validate(ContainerSpec(command=["true"], resources=Resources(pids=5)))
+
+    async def test_memory_limit_is_enforced(self, runtime: ProcessRuntime, tmp_path: Path) -> None:
+        """An allocation beyond resources.memory fails inside the child."""
+        log = tmp_path / "log"
+        spec = ContainerSpec(command=[sys.executable, "-c", "bytearray(1024 ** 3)"],
+                             resources=Resources(memory=256 * 1024**2), log_path=log)
+        status, _ = await runtime.run(spec)
+        assert status.exit_code == 1
+        assert "MemoryError" in log.read_text()
+
+    async def test_cpu_time_limit_is_enforced(self, runtime: ProcessRuntime) -> None:
+        """A busy loop is killed by the kernel once it used its CPU seconds."""
+        spec = ContainerSpec(command=["sh", "-c", "while :; do :; done"],
+                             resources=Resources(cpu_time=1))
+        status, timed_out = await runtime.run(spec, timeout=60)
+        assert not timed_out
+        assert status.signal in (signal.SIGXCPU, signal.SIGKILL)
+
+    async def test_env_is_inherited_unless_asked_not_to(
+        self, runtime: ProcessRuntime, tmp_path: Path
+    ) -> None:
+        """inherit_env=False starts from spec.env alone."""
+        os.environ["FORGE_TEST_INHERITED"] = "yes"
+        try:
+            log = tmp_path / "log"
+            script = 'echo "[$FORGE_TEST_INHERITED]"'
+            await runtime.run(ContainerSpec(command=["/bin/sh", "-c", script], log_path=log))
+            await runtime.run(ContainerSpec(command=["/bin/sh", "-c", script], log_path=log,
+                                            inherit_env=False))
+        finally:
+            del os.environ["FORGE_TEST_INHERITED"]
+        assert log.read_text().splitlines() == ["[yes]", "[]"]
+
+    async def test_no_forge_descriptor_leaks_into_the_child(
+        self, runtime: ProcessRuntime, tmp_path: Path
+    ) -> None:
+        """Even an inheritable descriptor of Forge is closed in the child."""
+        log = tmp_path / "log"
+        fd = os.dup2(os.open(os.devnull, os.O_RDONLY), 77)
+        os.set_inheritable(fd, True)
+        try:
+            await runtime.run(ContainerSpec(command=["sh", "-c", "ls /proc/$$/fd"], log_path=log))
+        finally:
+            os.close(fd)
+        assert sorted(log.read_text().split()) == ["0", "1", "2"]
+
+    async def test_missing_workdir_is_not_found(self, runtime: ProcessRuntime) -> None:
+        """A workdir that does not exist is reported as NotFound, naming it."""
+        with pytest.raises(NotFound, match="/nonexistent-forge-dir"):
+            await runtime.start(ContainerSpec(command=["true"], workdir="/nonexistent-forge-dir"))
+
+    async def test_unknown_handle_is_not_found(self, runtime: ProcessRuntime) -> None:
+        """wait() on a handle this runtime never started raises NotFound."""
+        with pytest.raises(NotFound):
+            await runtime.wait(Handle(id="proc-nope", runtime="process"))
+
+    async def test_leader_exit_kills_its_leftovers(
+        self, runtime: ProcessRuntime, tmp_path: Path
+    ) -> None:
+        """Background processes left in the group die once the leader is reaped."""
+        probe = FifoProbe(tmp_path / "probe")
+        script = f"exec 3>{probe.path}; sleep 1000 & echo ready >&3"
+        handle = await runtime.start(ContainerSpec(command=["sh", "-c", script]))
+        try:
+            await probe.read_until(b"ready")
+            assert (await runtime.wait(handle)).ok
+            assert await probe.wait_closed()
+        finally:
+            await runtime.remove(handle)
+            probe.close()
+
+    async def test_child_dies_with_forge(self, tmp_path: Path) -> None:
+        """A non-detached child is killed when the process that started it is SIGKILLed."""
+        probe = FifoProbe(tmp_path / "probe")
+        helper = _start_helper(tmp_path, f"exec 3>{probe.path}; echo ready >&3; exec sleep 1000",
+                               detach=False)
+        try:
+            await probe.read_until(b"ready")
+            helper.kill()
+            helper.wait()
+            assert await probe.wait_closed(), "the child outlived the process that started it"
+        finally:
+            probe.close()
+
+    async def test_detached_child_survives_forge(self, tmp_path: Path) -> None:
+        """A detached child keeps running (and answers) after its starter is SIGKILLed."""
+        probe, ping = FifoProbe(tmp_path / "probe"), tmp_path / "ping"
+        os.mkfifo(ping)
+        script = f'exec 3>{probe.path}; echo ready >&3; read x < {ping}; echo "alive $x" >&3'
+        helper = _start_helper(tmp_path, script, detach=True)
+        try:
+            await probe.read_until(b"ready")
+            helper.kill()
+            helper.wait()
+            fd = os.open(ping, os.O_WRONLY | os.O_NONBLOCK)
+            os.write(fd, b"ping\n")
+            os.close(fd)
+            await probe.read_until(b"alive ping")
+            assert await probe.wait_closed()
+        finally:
+            probe.close()
+
+    async def test_stats_of_an_ended_container_are_zero(self, runtime: ProcessRuntime) -> None:
+        """Once reaped, a container has no processes left to measure."""
+        handle = await runtime.start(ContainerSpec(command=["true"]))
+        await runtime.wait(handle)
+        assert (await runtime.stats(handle)).pids == 0
+        await runtime.remove(handle)
+
+    async def test_attach_refuses_a_non_interactive_container(
+        self, runtime: ProcessRuntime
+    ) -> None:
+        """attach() needs interactive=True."""
+        handle = await runtime.start(ContainerSpec(command=["sleep", "1000"]))
+        with pytest.raises(Unsupported, match="interactive"):
+            await runtime.attach(handle)
+        await runtime.remove(handle)
+
+    async def test_many_concurrent_waits_on_many_children(self, runtime: ProcessRuntime) -> None:
+        """Twenty children started together are all reaped with their own exit codes."""
+        codes: dict[int, int | None] = {}
+
+        async def one(i: int) -> None:
+            status, _ = await runtime.run(ContainerSpec(command=["sh", "-c", f"exit {i}"]))
+            codes[i] = status.exit_code
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(one, i)
+        assert codes == {i: i for i in range(20)}
+
+
+def _start_helper(tmp_path: Path, script: str, *, detach: bool) -> subprocess.Popen[bytes]:
+    """A separate Python process that starts ``script`` through a ProcessRuntime and sleeps."""
+    code = textwrap.dedent(f"""
+        import anyio, sys
+        from forge_core.abc import ContainerSpec
+        from forge_core.runtime import ProcessRuntime
+
+        async def main():
+            rt = ProcessRuntime()
+            await rt.start(ContainerSpec(command=["sh", "-c", {script!r}], detach={detach}))
+            await anyio.sleep(1000)
+
+        anyio.run(main)
+    """)
+    path = tmp_path / "helper.py"
+    path.write_text(code)
+    return subprocess.Popen([sys.executable, str(path)])
