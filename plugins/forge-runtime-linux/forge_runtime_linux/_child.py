@@ -1,0 +1,310 @@
+"""What runs after the fork: the supervisor (outside the PID namespace, relays published
+ports, records the exit) and the container's PID 1 (mounts, pivot_root, drops privileges,
+execs the command). Only already-imported modules are used: after pivot_root the host's
+Python library is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import threading
+from typing import Any
+
+from . import _seccomp, _sys
+from ._cgroups import Cgroup
+
+#: Docker's default capability set, by number
+KEEP_CAPS = {0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31}
+_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def send(fd: int, **msg: Any) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, (json.dumps(msg) + "\n").encode())
+
+
+def supervise(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, go_r: int, listeners: list[tuple[socket.socket, int]]) -> None:
+    """Body of the supervisor process; never returns."""
+    code = 0
+    try:
+        if plan["detach"]:
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+        else:
+            _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != plan["parent"]:
+                os._exit(1)
+        _sys.set_name("forge-sup")
+        flags = _sys.CLONE_NEWUTS | _sys.CLONE_NEWIPC | _sys.CLONE_NEWPID
+        if plan["network"] != "host":
+            flags |= _sys.CLONE_NEWNET
+        if plan["userns"]:
+            flags |= _sys.CLONE_NEWUSER
+        _sys.unshare(flags)
+        if plan["userns"]:
+            send(sync_w, map=os.getpid())
+            os.read(go_r, 1)
+        if plan["network"] == "private":
+            _loopback_up()
+        pid1 = os.fork()
+        if pid1 == 0:
+            init(plan, cgroup, sync_w)
+        os.close(go_r)
+        send(sync_w, pid=pid1, sup=os.getpid())
+        os.close(sync_w)
+        status = _wait_relaying(pid1, listeners)
+        code = _record(plan, cgroup, status)
+    except BaseException as exc:  # report and die: nothing may return into the parent's code
+        send(sync_w, error=f"container setup failed: {exc}", kind="backend")
+        code = 1
+    os._exit(code)
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        ifreq = struct.pack("16sH14s", b"lo", 0x1 | 0x40, b"\0" * 14)
+        fcntl.ioctl(sock, 0x8914, ifreq)  # SIOCSIFFLAGS: IFF_UP | IFF_RUNNING
+
+
+def _wait_relaying(pid1: int, listeners: list[tuple[socket.socket, int]]) -> int:
+    pidfd = os.pidfd_open(pid1)
+    sel = selectors.DefaultSelector()
+    sel.register(pidfd, selectors.EVENT_READ, None)
+    for lst, port in listeners:
+        lst.setblocking(False)
+        sel.register(lst, selectors.EVENT_READ, (lst, port))
+    while True:
+        for key, _ in sel.select():
+            if key.data is None:
+                return os.waitpid(pid1, 0)[1]
+            with contextlib.suppress(OSError):
+                lst, port = key.data
+                conn, _addr = lst.accept()
+                threading.Thread(target=_relay_pair, args=(conn, port), daemon=True).start()
+
+
+def _relay_pair(conn: socket.socket, port: int) -> None:
+    """Connect to the container's port from inside its network namespace and pump bytes."""
+    conn.setblocking(True)
+    try:
+        inner = socket.create_connection(("127.0.0.1", port), timeout=5)
+        inner.settimeout(None)
+    except OSError:
+        conn.close()
+        return
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    t = threading.Thread(target=pump, args=(inner, conn), daemon=True)
+    t.start()
+    pump(conn, inner)
+    t.join()
+    conn.close()
+    inner.close()
+
+
+def _record(plan: dict[str, Any], cgroup: Cgroup, status: int) -> int:
+    result = {
+        "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        "oom_killed": cgroup.oom_killed(),
+    }
+    cgroup.kill()
+    path = os.path.join(plan["dir"], "exit.json")
+    with open(path + ".tmp", "w") as fh:
+        json.dump(result, fh)
+    os.replace(path + ".tmp", path)
+    return 0
+
+
+# --- PID 1 of the container ------------------------------------------------------------
+
+
+def init(plan: dict[str, Any], cgroup: Cgroup, sync_w: int) -> None:
+    """Body of the container's first process; execs the command or dies reporting why."""
+    try:
+        _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)
+        cgroup.join()
+        _sys.unshare(_sys.CLONE_NEWNS)
+        with contextlib.suppress(OSError):
+            _sys.unshare(_sys.CLONE_NEWCGROUP)
+        _stdio(plan)
+        _filesystem(plan)
+        socket.sethostname(plan["hostname"])
+        _harden()
+        if plan["init"]:
+            _reaper(plan, sync_w)
+        _become_user(plan)
+        _exec(plan, sync_w)
+    except BaseException as exc:
+        kind = "notfound" if isinstance(exc, FileNotFoundError) else "backend"
+        send(sync_w, error=f"container setup failed: {exc}", kind=kind)
+    os._exit(127)
+
+
+def _stdio(plan: dict[str, Any]) -> None:
+    for target, fd in enumerate(plan["stdio"]):
+        os.dup2(fd, target)
+
+
+def _mkdirs(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+
+
+def _filesystem(plan: dict[str, Any]) -> None:
+    _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_PRIVATE)
+    root = plan["merged"]
+    if plan["overlay"]:
+        opts = f"lowerdir={plan['lower']},upperdir={plan['upper']},workdir={plan['work']}"
+        _sys.mount("overlay", root, "overlay", 0, opts)
+    else:
+        _sys.mount(plan["upper"], root, None, _sys.MS_BIND | _sys.MS_REC)
+    old = os.path.join(root, ".forge-oldroot")
+    os.mkdir(old, 0o700)
+    os.chdir(root)
+    _sys.pivot_root(".", ".forge-oldroot")
+    os.chdir("/")
+    _mounts_inside(plan)
+    _etc_files(plan)
+    _sys.umount2("/.forge-oldroot", _sys.MNT_DETACH)
+    os.rmdir("/.forge-oldroot")
+
+
+def _mounts_inside(plan: dict[str, Any]) -> None:
+    nosuid = _sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC
+    _mkdirs("/proc")
+    _sys.mount("proc", "/proc", "proc", nosuid)
+    _mkdirs("/sys")
+    try:
+        _sys.mount("sysfs", "/sys", "sysfs", nosuid | _sys.MS_RDONLY)
+    except OSError:
+        _sys.mount("/.forge-oldroot/sys", "/sys", None, _sys.MS_BIND | _sys.MS_REC)
+        _sys.mount(None, "/sys", None, _sys.MS_BIND | _sys.MS_REMOUNT | _sys.MS_RDONLY | nosuid)
+    _mkdirs("/dev")
+    _sys.mount("tmpfs", "/dev", "tmpfs", _sys.MS_NOSUID, "mode=755,size=65536k")
+    for dev in _DEVICES:
+        open(f"/dev/{dev}", "w").close()
+        _sys.mount(f"/.forge-oldroot/dev/{dev}", f"/dev/{dev}", None, _sys.MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")):
+        os.symlink(target, f"/dev/{name}")
+    for sub, fstype, opts in (("pts", "devpts", "newinstance,ptmxmode=0666,mode=620"), ("shm", "tmpfs", "mode=1777")):
+        _mkdirs(f"/dev/{sub}")
+        _sys.mount(fstype, f"/dev/{sub}", fstype, _sys.MS_NOSUID | _sys.MS_NOEXEC, opts)
+    for vol in plan["volumes"]:
+        _mkdirs(vol["target"])
+        _sys.mount("/.forge-oldroot" + vol["source"], vol["target"], None, _sys.MS_BIND | _sys.MS_REC)
+        if vol["read_only"]:
+            _sys.mount(None, vol["target"], None, _sys.MS_BIND | _sys.MS_REMOUNT | _sys.MS_RDONLY)
+    for target in plan["tmpfs"]:
+        _mkdirs(target)
+        _sys.mount("tmpfs", target, "tmpfs", _sys.MS_NOSUID | _sys.MS_NODEV, "mode=1777")
+
+
+def _etc_files(plan: dict[str, Any]) -> None:
+    _mkdirs("/etc")
+    files = {
+        "/etc/hostname": plan["hostname"] + "\n",
+        "/etc/hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{plan['hostname']}\n",
+        "/etc/resolv.conf": plan["resolv"],
+    }
+    for path, text in files.items():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with open(path, "w") as fh:
+            fh.write(text)
+        os.chmod(path, 0o644)
+
+
+def _harden() -> None:
+    for cap in range(_sys.last_cap() + 1):
+        if cap not in KEEP_CAPS:
+            _sys.prctl(_sys.PR_CAPBSET_DROP, cap)
+    with contextlib.suppress(OSError):
+        _sys.prctl(_sys.PR_CAP_AMBIENT, _sys.PR_CAP_AMBIENT_CLEAR_ALL)
+    _sys.prctl(_sys.PR_SET_NO_NEW_PRIVS, 1)
+    _seccomp.install()
+
+
+def _lookup_user(spec: str | None) -> tuple[int, int, str]:
+    if not spec:
+        return 0, 0, "/root"
+    name, _, group = spec.partition(":")
+    uid, gid, home = None, None, "/"
+    with contextlib.suppress(OSError):
+        for line in open("/etc/passwd").read().splitlines():
+            fields = line.split(":")
+            if len(fields) >= 6 and name in (fields[0], fields[2]):
+                uid, gid, home = int(fields[2]), int(fields[3]), fields[5]
+    if uid is None:
+        if not name.isdigit():
+            raise FileNotFoundError(f"no user {name!r} in the image's /etc/passwd")
+        uid, gid = int(name), int(name)
+    if group:
+        gid = int(group) if group.isdigit() else _group_id(group)
+    return uid, int(gid or 0), home
+
+
+def _group_id(name: str) -> int:
+    with contextlib.suppress(OSError):
+        for line in open("/etc/group").read().splitlines():
+            fields = line.split(":")
+            if len(fields) >= 3 and fields[0] == name:
+                return int(fields[2])
+    raise FileNotFoundError(f"no group {name!r} in the image's /etc/group")
+
+
+def _become_user(plan: dict[str, Any]) -> None:
+    uid, gid, home = _lookup_user(plan["user"])
+    plan["env"].setdefault("HOME", home)
+    os.setgroups([gid])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+
+
+def _exec(plan: dict[str, Any], sync_w: int) -> None:
+    env = {"PATH": _PATH, "HOSTNAME": plan["hostname"], **plan["env"]}
+    workdir = plan["workdir"] or "/"
+    with contextlib.suppress(OSError):
+        _mkdirs(workdir)
+    os.chdir(workdir)
+    os.closerange(3, sync_w)
+    os.closerange(sync_w + 1, 65536)
+    os.set_inheritable(sync_w, False)
+    argv = plan["command"]
+    path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env["PATH"])
+    if path is None:
+        raise FileNotFoundError(f"executable {argv[0]!r} not found in the image")
+    os.execve(path, argv, env)
+
+
+def _reaper(plan: dict[str, Any], sync_w: int) -> None:
+    """Stay PID 1: run the command as a child, forward signals, reap every zombie."""
+    child = os.fork()
+    if child == 0:
+        _become_user(plan)
+        _exec(plan, sync_w)
+        return
+    os.close(sync_w)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda s, _f: os.kill(child, s))
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+            os._exit(code)
