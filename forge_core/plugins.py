@@ -135,7 +135,7 @@ def load_class(group: str, name: str) -> Any:
         failures.append(f"{_dist_of(ep)[0]}: {type(exc).__name__}: {exc}")
 
     mgr = stevedore.NamedExtensionManager(
-        namespace, names=[name], on_load_failure_callback=on_failure, verify_requirements=False
+        namespace, names=[name], on_load_failure_callback=on_failure
     )
     exts = list(mgr)
     if failures:

@@ -1,0 +1,347 @@
+"""The DAG engine end to end: real child processes, a real SQLite state file."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from forge_core.dag._engine import retry_delay
+from forge_core.dag._rules import decide
+from forge_core.events import Event, EventBus
+from forge_core.exceptions import ConfigError, RunLocked
+from forge_core.runner import resume_run, run_workflow
+from forge_core.spec import HookSpec, TaskSpec, TriggerRule, WorkflowSpec
+from forge_core.state import StateStore
+
+pytestmark = pytest.mark.anyio
+
+PY = sys.executable
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    return StateStore(tmp_path / "home" / "state.db")
+
+
+def py(code: str) -> tuple[str, ...]:
+    return (PY, "-c", code)
+
+
+def workflow(*tasks: TaskSpec, **kw: Any) -> WorkflowSpec:
+    return WorkflowSpec(name=kw.pop("name", "wf"), tasks=tasks, **kw)
+
+
+async def run(spec: WorkflowSpec, store: StateStore, tmp_path: Path, **kw: Any) -> Any:
+    events: list[Event] = kw.pop("events", [])
+    bus = EventBus()
+    bus.subscribe(events.append)
+    return await run_workflow(spec, store=store, home=tmp_path / "home", bus=bus, **kw)
+
+
+def states(record: Any) -> dict[str, str]:
+    return {t.name: t.state for t in record.tasks}
+
+
+class TestReadySet:
+    async def test_a_task_starts_as_soon_as_its_own_dependencies_finish(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """'fast_child' starts while the unrelated slow task is still running."""
+        gate = tmp_path / "gate"
+        spec = workflow(
+            TaskSpec(name="slow", command=py(
+                f"import os,time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.02)")),
+            TaskSpec(name="fast", command=("true",)),
+            TaskSpec(name="fast_child", command=("touch", str(gate)), depends_on=("fast",)),
+            concurrency=3,
+        )
+        record = await run(spec, store, tmp_path)
+        assert states(record) == {"slow": "succeeded", "fast": "succeeded", "fast_child": "succeeded"}
+
+    async def test_the_concurrency_limit_is_never_exceeded(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """With concurrency 2, no more than two task processes are alive at once."""
+        live = tmp_path / "live"
+        live.mkdir()
+        code = ("import os,sys,time\n"
+                f"d={str(live)!r}\n"
+                "p=os.path.join(d,str(os.getpid())); open(p,'w').close()\n"
+                "n=len(os.listdir(d)); time.sleep(0.1); os.remove(p)\n"
+                "open(os.environ['FORGE_OUTPUT'],'w').write(f'seen={n}')")
+        spec = workflow(*(TaskSpec(name=f"t{i}", command=py(code)) for i in range(6)), concurrency=2)
+        record = await run(spec, store, tmp_path)
+        assert all(s == "succeeded" for s in states(record).values())
+        assert max(int(t.outputs["seen"]) for t in record.tasks) <= 2
+
+
+class TestRetries:
+    async def test_a_flaky_task_is_retried_until_it_succeeds(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """A task failing twice and then succeeding ends succeeded after three attempts."""
+        counter = tmp_path / "count"
+        code = (f"import pathlib,sys\np=pathlib.Path({str(counter)!r})\n"
+                "n=int(p.read_text()) if p.exists() else 0\np.write_text(str(n+1))\n"
+                "sys.exit(0 if n>=2 else 1)")
+        events: list[Event] = []
+        spec = workflow(TaskSpec(name="flaky", command=py(code), retries=3, retry_delay=0.01))
+        record = await run(spec, store, tmp_path, events=events)
+        task = record.tasks[0]
+        assert task.state == "succeeded"
+        assert [a.state for a in task.attempts] == ["failed", "failed", "succeeded"]
+        assert [e.kind for e in events].count("task.retrying") == 2
+
+    async def test_a_task_that_keeps_failing_fails_after_its_retries(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """retries=2 means three attempts, then failed, and the run fails."""
+        spec = workflow(TaskSpec(name="bad", command=("false",), retries=2, retry_delay=0.0))
+        record = await run(spec, store, tmp_path)
+        assert record.state == "failed"
+        assert [a.exit_code for a in record.tasks[0].attempts] == [1, 1, 1]
+
+    def test_backoff_grows_exponentially_and_is_capped(self) -> None:
+        """Without jitter the delays double and stop at max_retry_delay."""
+        task = TaskSpec(name="t", command=("true",), retry_delay=1, retry_backoff=2,
+                        max_retry_delay=5, retry_jitter=False)
+        assert [retry_delay(task, n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+
+    def test_jitter_keeps_the_delay_between_half_and_all_of_it(self) -> None:
+        """Equal jitter: every delay lies in [d/2, d]."""
+        import random
+
+        task = TaskSpec(name="t", command=("true",), retry_delay=8, retry_backoff=1)
+        rng = random.Random(7)
+        delays = {retry_delay(task, 1, rng) for _ in range(50)}
+        assert all(4 <= d <= 8 for d in delays)
+        assert len(delays) > 1
+
+
+class TestTimeouts:
+    async def test_a_timeout_kills_the_whole_process_tree(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """A task and the grandchild it spawned are both gone after its timeout."""
+        pidfile = tmp_path / "grandchild.pid"
+        code = ("import subprocess,sys,time\n"
+                f"p=subprocess.Popen([{PY!r},'-c','import time; time.sleep(300)'])\n"
+                f"open({str(pidfile)!r},'w').write(str(p.pid))\n"
+                "time.sleep(300)")
+        spec = workflow(TaskSpec(name="hang", command=py(code), timeout=1.0, grace=0.5))
+        record = await run(spec, store, tmp_path)
+        attempt = record.tasks[0].attempts[0]
+        assert attempt.state == "timed_out"
+        pid = int(pidfile.read_text())
+        with pytest.raises(ProcessLookupError):
+            for _ in range(50):  # reaping by init may lag a moment
+                os.kill(pid, 0)
+                time.sleep(0.05)
+            raise AssertionError("grandchild still alive")
+
+
+class TestTriggerRules:
+    @pytest.mark.parametrize(
+        ("rule", "upstream", "expected"),
+        [
+            (TriggerRule.ALL_SUCCESS, ["succeeded", "succeeded"], "run"),
+            (TriggerRule.ALL_SUCCESS, ["succeeded", "failed"], "upstream_failed"),
+            (TriggerRule.ALL_SUCCESS, ["succeeded", "skipped"], "skipped"),
+            (TriggerRule.ALL_SUCCESS, ["succeeded", "running"], "wait"),
+            (TriggerRule.ALL_FAILED, ["failed", "upstream_failed"], "run"),
+            (TriggerRule.ALL_FAILED, ["failed", "succeeded"], "skipped"),
+            (TriggerRule.ALL_DONE, ["failed", "skipped"], "run"),
+            (TriggerRule.ALL_DONE, ["failed", "running"], "wait"),
+            (TriggerRule.ONE_SUCCESS, ["succeeded", "running"], "run"),
+            (TriggerRule.ONE_SUCCESS, ["failed", "failed"], "upstream_failed"),
+            (TriggerRule.ONE_FAILED, ["failed", "running"], "run"),
+            (TriggerRule.ONE_FAILED, ["succeeded", "succeeded"], "skipped"),
+            (TriggerRule.NONE_FAILED, ["succeeded", "skipped"], "run"),
+            (TriggerRule.NONE_FAILED, ["succeeded", "failed"], "upstream_failed"),
+            (TriggerRule.NONE_SKIPPED, ["succeeded", "failed"], "run"),
+            (TriggerRule.NONE_SKIPPED, ["succeeded", "skipped"], "skipped"),
+        ],
+    )
+    def test_decisions_follow_the_upstream_states(
+        self, rule: TriggerRule, upstream: list[str], expected: str
+    ) -> None:
+        """Each rule decides run / wait / skipped / upstream_failed as Airflow does."""
+        assert decide(rule, upstream) == expected
+
+    async def test_failure_propagates_and_cleanup_still_runs(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """A failed task marks its dependents upstream_failed; an all_done task still runs;
+        a one_failed alert fires."""
+        spec = workflow(
+            TaskSpec(name="a", command=("false",)),
+            TaskSpec(name="b", command=("true",), depends_on=("a",)),
+            TaskSpec(name="c", command=("true",), depends_on=("b",)),
+            TaskSpec(name="alert", command=("true",), depends_on=("a",),
+                     trigger_rule=TriggerRule.ONE_FAILED),
+            TaskSpec(name="cleanup", command=("true",), depends_on=("c",),
+                     trigger_rule=TriggerRule.ALL_DONE),
+        )
+        record = await run(spec, store, tmp_path)
+        assert states(record) == {"a": "failed", "b": "upstream_failed", "c": "upstream_failed",
+                                  "alert": "succeeded", "cleanup": "succeeded"}
+        assert record.state == "failed"
+
+    async def test_a_skip_exit_code_skips_and_skips_propagate(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """Exit code 99 with skip_exit_code 99 is skipped; all_success dependents skip too."""
+        spec = workflow(
+            TaskSpec(name="maybe", command=py("import sys; sys.exit(99)"), skip_exit_code=99),
+            TaskSpec(name="after", command=("true",), depends_on=("maybe",)),
+        )
+        record = await run(spec, store, tmp_path)
+        assert states(record) == {"maybe": "skipped", "after": "skipped"}
+        assert record.state == "succeeded"
+
+
+class TestDataFlow:
+    async def test_outputs_reach_downstream_commands_and_env_as_data(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """key=value and JSON outputs fill later argv and env, params too."""
+        seen = tmp_path / "seen"
+        spec = workflow(
+            TaskSpec(name="kv", command=py(
+                "import os; open(os.environ['FORGE_OUTPUT'],'w').write('rows=42\\nname=a b')")),
+            TaskSpec(name="js", command=py(
+                "import os,json; json.dump({'n': 7}, open(os.environ['FORGE_OUTPUT'],'w'))")),
+            TaskSpec(name="use", depends_on=("kv", "js"),
+                     command=py(f"import sys,os; open({str(seen)!r},'w').write("
+                                "repr(sys.argv[1:]) + os.environ['N'])")
+                     + ("${{ tasks.kv.outputs.rows }}", "${{ tasks.kv.outputs.name }}",
+                        "${{ params.day }}"),
+                     env={"N": "${{ tasks.js.outputs.n }}"}),
+            params={"day": "monday"},
+        )
+        record = await run(spec, store, tmp_path, params={"day": "tuesday"})
+        assert record.state == "succeeded"
+        assert seen.read_text() == "['42', 'a b', 'tuesday']7"
+
+    async def test_template_values_never_become_shell_code(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """A param holding $(touch …) in a shell task is echoed, not executed."""
+        pwned = tmp_path / "pwned"
+        out = tmp_path / "out"
+        spec = workflow(
+            TaskSpec(name="sh", shell=True,
+                     command=f'echo "${{{{ params.evil }}}}" > {out}'),
+            params={"evil": "x"},
+        )
+        evil = f"$(touch {pwned}); `touch {pwned}`"
+        record = await run(spec, store, tmp_path, params={"evil": evil})
+        assert record.state == "succeeded"
+        assert not pwned.exists()
+        assert out.read_text().strip() == evil
+
+    async def test_an_undeclared_param_is_refused_before_anything_runs(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """-p for a param the workflow does not declare is a config error."""
+        spec = workflow(TaskSpec(name="t", command=("true",)), params={"day": "x"})
+        with pytest.raises(ConfigError, match="no param 'dya'"):
+            await run(spec, store, tmp_path, params={"dya": "y"})
+        assert store.list_runs() == []
+
+    async def test_python_tasks_get_params_and_upstream_outputs_by_name(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """A Python task's parameters are filled from params and upstream outputs."""
+        def extract(day: str) -> dict[str, Any]:
+            return {"rows": 3, "day": day}
+
+        def load(extract: dict[str, Any]) -> dict[str, Any]:
+            return {"total": extract["rows"] * 2, "day": extract["day"]}
+
+        spec = workflow(
+            TaskSpec(name="extract", func=extract, python="tests:extract"),
+            TaskSpec(name="load", func=load, python="tests:load", depends_on=("extract",)),
+            params={"day": "sun"},
+        )
+        record = await run(spec, store, tmp_path)
+        assert record.tasks[1].outputs == {"total": 6, "day": "sun"}
+
+
+class TestSlaAndHooks:
+    async def test_a_missed_sla_is_recorded_and_announced(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """A task still running past its SLA gets sla_missed and an sla.missed event."""
+        events: list[Event] = []
+        spec = workflow(TaskSpec(name="slow", command=("sleep", "1.5"), sla=0.3))
+        record = await run(spec, store, tmp_path, events=events)
+        assert record.tasks[0].sla_missed
+        assert any(e.kind == "sla.missed" and e.task == "slow" for e in events)
+        assert any(e.kind == "sla.missed" for e in store.events(record.run_id))
+
+    async def test_on_failure_hook_runs_and_its_failure_never_fails_the_run(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """on_failure runs its command with the payload; a broken on_success hook is only
+        recorded as hook.failed."""
+        got = tmp_path / "payload.json"
+        spec = workflow(
+            TaskSpec(name="ok", command=("true",), on_success="broken"),
+            TaskSpec(name="bad", command=("false",), on_failure="alert"),
+            hooks={
+                "alert": HookSpec(command=f"cat > {got}", shell=True),
+                "broken": HookSpec(command=("false",)),
+            },
+        )
+        record = await run(spec, store, tmp_path)
+        assert states(record) == {"ok": "succeeded", "bad": "failed"}
+        assert '"task": "bad"' in got.read_text().replace('":"', '": "')
+        kinds = [(e.kind, e.data.get("hook")) for e in store.events(record.run_id)]
+        assert ("hook.failed", "broken") in kinds
+        assert ("hook.succeeded", "alert") in kinds
+
+
+class TestDurability:
+    async def test_a_second_engine_on_a_live_run_is_refused(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """While one engine drives a run, resume_run from another owner raises RunLocked."""
+        spec = workflow(TaskSpec(name="t", command=("sleep", "1")))
+        result: dict[str, Any] = {}
+
+        async def first() -> None:
+            result["record"] = await run(spec, store, tmp_path)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            while not store.list_runs(states=["running"]):
+                await anyio.sleep(0.01)
+            run_id = store.list_runs()[0].run_id
+            with pytest.raises(RunLocked):
+                await resume_run(spec, run_id, store=store, home=tmp_path / "home")
+        assert result["record"].state == "succeeded"
+
+    async def test_cancelling_a_run_stops_tasks_and_records_them_cancelled(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """Cancellation (what Ctrl-C does) leaves the run and its running task cancelled."""
+        spec = workflow(TaskSpec(name="t", command=("sleep", "30"), grace=0.5),
+                        TaskSpec(name="u", command=("true",), depends_on=("t",)))
+        with anyio.move_on_after(1.0):
+            await run(spec, store, tmp_path)
+        record = store.get_run(store.list_runs()[0].run_id)
+        assert record.state == "cancelled"
+        assert states(record) == {"t": "cancelled", "u": "cancelled"}
+
