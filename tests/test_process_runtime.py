@@ -44,7 +44,7 @@ class TestProcessRuntime:
     def test_supports_exactly_what_it_enforces(self) -> None:
         """Memory, CPU time and detach are enforced; pids and cpus are refused."""
         assert ProcessRuntime.supports == {"resources.memory", "resources.cpu_time", "detach"}
-        with pytest.raises(Unsupported, match="resources.pids"):
+        with pytest.raises(Unsupported, match=r"resources\.pids"):
             ProcessRuntime().validate(ContainerSpec(command=["true"], resources=Resources(pids=5)))
 
     async def test_memory_limit_is_enforced(self, runtime: ProcessRuntime, tmp_path: Path) -> None:
