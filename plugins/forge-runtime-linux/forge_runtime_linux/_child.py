@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import struct
-import threading
 from typing import Any
 
 from . import _seccomp, _sys
@@ -77,45 +76,59 @@ def _loopback_up() -> None:
 
 
 def _wait_relaying(pid1: int, listeners: list[tuple[socket.socket, int]]) -> int:
+    """Wait for PID 1 while relaying published ports; single-threaded because a process that
+    unshared a PID namespace cannot create threads."""
     pidfd = os.pidfd_open(pid1)
     sel = selectors.DefaultSelector()
     sel.register(pidfd, selectors.EVENT_READ, None)
     for lst, port in listeners:
-        lst.setblocking(False)
-        sel.register(lst, selectors.EVENT_READ, (lst, port))
+        sel.register(lst, selectors.EVENT_READ, ("listen", lst, port))
+    open_ends: dict[socket.socket, int] = {}
     while True:
         for key, _ in sel.select():
             if key.data is None:
                 return os.waitpid(pid1, 0)[1]
-            with contextlib.suppress(OSError):
-                lst, port = key.data
-                conn, _addr = lst.accept()
-                threading.Thread(target=_relay_pair, args=(conn, port), daemon=True).start()
+            if key.data[0] == "listen":
+                _accept(sel, key.data[1], key.data[2], open_ends)
+            else:
+                _pump(sel, key.fileobj, key.data[1], open_ends)  # type: ignore[arg-type]
 
 
-def _relay_pair(conn: socket.socket, port: int) -> None:
-    """Connect to the container's port from inside its network namespace and pump bytes."""
-    conn.setblocking(True)
+def _accept(sel: selectors.BaseSelector, lst: socket.socket, port: int, open_ends: dict[socket.socket, int]) -> None:
+    """Connect to the container's port from inside its network namespace."""
     try:
-        inner = socket.create_connection(("127.0.0.1", port), timeout=5)
-        inner.settimeout(None)
+        conn, _addr = lst.accept()
+    except OSError:
+        return
+    try:
+        inner = socket.create_connection(("127.0.0.1", port), timeout=2)
     except OSError:
         conn.close()
         return
+    for a, b in ((conn, inner), (inner, conn)):
+        a.settimeout(None)
+        sel.register(a, selectors.EVENT_READ, ("pipe", b))
+    open_ends[conn] = open_ends[inner] = 2
 
-    def pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
 
-    t = threading.Thread(target=pump, args=(inner, conn), daemon=True)
-    t.start()
-    pump(conn, inner)
-    t.join()
-    conn.close()
-    inner.close()
+def _pump(sel: selectors.BaseSelector, src: socket.socket, dst: socket.socket, open_ends: dict[socket.socket, int]) -> None:
+    try:
+        data = src.recv(65536)
+        if data:
+            dst.sendall(data)
+            return
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        data = b""
+    sel.unregister(src)
+    open_ends[src] -= 1
+    open_ends[dst] -= 1
+    if open_ends[src] <= 0 or open_ends[dst] <= 0:
+        for s in (src, dst):
+            with contextlib.suppress(KeyError, ValueError):
+                sel.unregister(s)
+            s.close()
+            open_ends.pop(s, None)
 
 
 def _record(plan: dict[str, Any], cgroup: Cgroup, status: int) -> int:
@@ -171,6 +184,8 @@ def _filesystem(plan: dict[str, Any]) -> None:
     root = plan["merged"]
     if plan["overlay"]:
         opts = f"lowerdir={plan['lower']},upperdir={plan['upper']},workdir={plan['work']}"
+        if plan["userns"]:
+            opts += ",userxattr"
         _sys.mount("overlay", root, "overlay", 0, opts)
     else:
         _sys.mount(plan["upper"], root, None, _sys.MS_BIND | _sys.MS_REC)

@@ -47,7 +47,8 @@ def parse_ref(ref: str) -> str:
 
 
 def default_uid_shift() -> int:
-    return DEFAULT_UID_SHIFT if os.geteuid() == 0 else 0
+    """0: the runtime's user namespace is opt-in (see the README), so files stay as archived."""
+    return 0
 
 
 def tree_digest(root: Path) -> tuple[str, int]:
@@ -85,7 +86,7 @@ class SnapshotImageStore(ImageStore):
         max_depth: int = 64
         keep_setuid: bool = False
         uid_shift: int | None = None
-        """Host uid added to file owners; default 1000000 as root (user-namespace range), 0 otherwise."""
+        """Host uid added to file owners (set it to 1000000 with the runtime's ``userns``)."""
 
     _config: Config = attrs.field(factory=Config, alias="config")
     _root: Path = attrs.field(init=False)
@@ -136,6 +137,7 @@ class SnapshotImageStore(ImageStore):
             raise NotFound(f"no such file or directory: {source}")
         self._ensure()
         work = Path(tempfile.mkdtemp(dir=self._root / "tmp", prefix="import-"))
+        work.chmod(0o711)  # user-namespaced containers must traverse to rootfs
         try:
             rootfs = work / "rootfs"
             rootfs.mkdir()
