@@ -135,7 +135,8 @@ def load_class(group: str, name: str) -> Any:
         failures.append(f"{_dist_of(ep)[0]}: {type(exc).__name__}: {exc}")
 
     mgr = stevedore.NamedExtensionManager(
-        namespace, names=[name], on_load_failure_callback=on_failure
+        namespace, names=[name], on_load_failure_callback=on_failure,
+        warn_on_missing_entrypoint=False,
     )
     exts = list(mgr)
     if failures:

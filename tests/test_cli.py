@@ -1,0 +1,335 @@
+"""The ``forge`` command as a person uses it: real subprocesses, a real state file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PY = sys.executable
+FORGE = [PY, "-c", "from forge_core.cli import main; main()"]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "FORGE_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+
+
+def forge(*args: str, cwd: Path, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FORGE, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], code: int = 2) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.startswith("error: ")
+
+
+class TestRun:
+    def test_runs_a_workflow_by_name_from_the_discovered_config(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """forge run NAME finds forge.yml upward from a subdirectory and exits 0."""
+        write(tmp_path / "forge.yml", """
+            workflows:
+              hello:
+                tasks:
+                  - name: greet
+                    command: echo hi
+        """)
+        sub = tmp_path / "a" / "b"
+        sub.mkdir(parents=True)
+        result = forge("run", "hello", "--json", cwd=sub, env=env)
+        assert result.returncode == 0, result.stderr
+        record = json.loads(result.stdout)
+        assert record["state"] == "succeeded"
+        assert record["run_id"]
+
+    def test_a_failing_workflow_exits_1_and_says_where_to_look(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """A failed task makes the exit code 1 and names the task and its logs."""
+        write(tmp_path / "forge.yml", """
+            workflows:
+              w:
+                tasks:
+                  - {name: boom, command: "false"}
+        """)
+        result = forge("run", "w", cwd=tmp_path, env=env)
+        assert result.returncode == 1
+        assert "boom failed: exit code 1" in result.stdout
+        assert "forge logs" in result.stdout
+
+    def test_runs_a_python_workflow_file(self, tmp_path: Path, env: dict[str, str]) -> None:
+        """forge run flow.py runs Workflow objects built with the Python API."""
+        write(tmp_path / "flow.py", """
+            from forge_core.flow import Workflow
+
+            wf = Workflow("py", params={"n": 2})
+
+            @wf.task()
+            def make(n):
+                return {"value": int(n) * 21}
+
+            @wf.task(depends_on=[make])
+            def check(make):
+                assert make["value"] == 42
+        """)
+        result = forge("run", "flow.py", "-p", "n=2", "--json", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        tasks = {t["name"]: t for t in json.loads(result.stdout)["tasks"]}
+        assert tasks["make"]["outputs"] == {"value": 42}
+
+    def test_dry_run_prints_the_plan_and_runs_nothing(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """--dry-run lists the steps with parallel tasks together and creates no run."""
+        write(tmp_path / "forge.yml", """
+            workflows:
+              w:
+                tasks:
+                  - {name: a, command: "true"}
+                  - {name: b, command: "true", depends_on: [a]}
+                  - {name: c, command: "true", depends_on: [a]}
+        """)
+        result = forge("run", "w", "--dry-run", cwd=tmp_path, env=env)
+        assert result.returncode == 0
+        assert "step 2: b, c (in parallel)" in result.stdout
+        assert "no runs yet" in forge("workflow", "history", cwd=tmp_path, env=env).stdout
+
+    def test_seed_workflow_runs_as_written(self, tmp_path: Path, env: dict[str, str]) -> None:
+        """The issue's daily_etl form (with tiny scripts) loads and runs to success."""
+        for name in ("extract", "transform", "load"):
+            write(tmp_path / f"{name}.py", f"print('{name} done')\n")
+        write(tmp_path / "forge.yml", """
+            workflows:
+              daily_etl:
+                schedule: "0 2 * * *"
+                description: "Daily ETL pipeline"
+                tasks:
+                  - name: extract
+                    command: python extract.py
+                    depends_on: []
+                    timeout: 1800
+                    retries: 3
+                    retry_delay: 300
+                  - name: transform
+                    command: python transform.py
+                    depends_on: [extract]
+                  - name: load
+                    command: python load.py
+                    depends_on: [transform]
+                    sla: 7200
+                    on_failure: email_alert
+        """)
+        env = {**env, "PATH": f"{Path(PY).parent}:{env['PATH']}"}
+        result = forge("workflow", "run", "daily_etl", "--config", "forge.yml", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        logs = forge("logs", "last", "load", cwd=tmp_path, env=env)
+        assert logs.stdout.strip() == "load done"
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("yaml_text", "expected"),
+        [
+            ("workflows:\n  w:\n    tasks:\n      - {name: a, command: x, retrys: 2}\n",
+             "forge.yml:4: workflows.w.tasks[0]"),
+            ("workflows:\n  w:\n    tasks:\n      - {name: a, command: x, depends_on: [zz]}\n",
+             "forge.yml:4"),
+            ("workflows:\n  w:\n    tasks:\n      - {name: a, command: x, depends_on: [b]}\n"
+             "      - {name: b, command: x, depends_on: [a]}\n", "cycle"),
+            ("workflows:\n  w:\n    tasks:\n      - {name: a, command: x, timeout: soon}\n",
+             "forge.yml:4: workflows.w.tasks[0].timeout"),
+            ("workflows:\n  w:\n    tasks: [\n", "forge.yml:"),
+        ],
+    )
+    def test_bad_config_is_one_line_per_problem_with_file_line_and_field(
+        self, tmp_path: Path, env: dict[str, str], yaml_text: str, expected: str
+    ) -> None:
+        """validate exits 2 and names file, line and field; never a traceback."""
+        (tmp_path / "forge.yml").write_text(yaml_text)
+        result = forge("workflow", "validate", cwd=tmp_path, env=env)
+        assert_clean_error(result)
+        assert expected in result.stderr
+
+    def test_an_unknown_workflow_name_says_what_exists(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """A typo in the workflow name suggests the close one."""
+        write(tmp_path / "forge.yml", "workflows:\n  daily:\n    tasks:\n      - {name: a, command: x}\n")
+        result = forge("run", "dialy", cwd=tmp_path, env=env)
+        assert_clean_error(result)
+        assert "daily" in result.stderr
+
+    def test_a_missing_plugin_says_which_distribution_to_install(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """executor: grpc without forge-worker-grpc tells the user what to pip install."""
+        write(tmp_path / "forge.yml", """
+            workflows:
+              w:
+                executor: grpc
+                tasks:
+                  - {name: a, command: "true"}
+        """)
+        result = forge("run", "w", cwd=tmp_path, env=env)
+        assert_clean_error(result)
+        assert "pip install forge-worker-grpc" in result.stderr
+
+    def test_no_config_anywhere_says_what_to_do(self, tmp_path: Path, env: dict[str, str]) -> None:
+        """forge run with no forge.yml in sight is a usage error, not a crash."""
+        result = forge("run", "x", cwd=tmp_path, env=env)
+        assert_clean_error(result)
+
+    def test_a_bad_param_flag_says_how_to_write_it(self, tmp_path: Path, env: dict[str, str]) -> None:
+        """-p without '=' is refused with the right form."""
+        write(tmp_path / "forge.yml", "workflows:\n  w:\n    tasks:\n      - {name: a, command: x}\n")
+        result = forge("run", "w", "-p", "oops", cwd=tmp_path, env=env)
+        assert_clean_error(result)
+        assert "-p key=value" in result.stderr
+
+
+def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.05)
+
+
+class TestCrashAndResume:
+    def test_a_killed_run_resumes_without_rerunning_succeeded_tasks(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """SIGKILL forge mid-task; resume finishes the run; 'first' ran exactly once."""
+        ledger = tmp_path / "ledger"
+        gate = tmp_path / "gate"
+        write(tmp_path / "forge.yml", f"""
+            workflows:
+              w:
+                tasks:
+                  - name: first
+                    shell: true
+                    command: echo first >> {ledger}
+                  - name: middle
+                    shell: true
+                    command: echo middle >> {ledger}; while [ ! -e {gate} ]; do sleep 0.05; done
+                    depends_on: [first]
+                  - name: last
+                    shell: true
+                    command: echo last >> {ledger}
+                    depends_on: [middle]
+        """)
+        proc = subprocess.Popen([*FORGE, "run", "w"], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for(lambda: ledger.exists() and "middle" in ledger.read_text())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        gate.touch()
+        history = json.loads(forge("workflow", "history", "--json", cwd=tmp_path, env=env).stdout)
+        assert history[0]["state"] == "running"
+        result = forge("workflow", "resume", history[0]["run_id"][:12], "--json", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        record = json.loads(result.stdout)
+        assert record["state"] == "succeeded"
+        lines = ledger.read_text().split()
+        assert lines.count("first") == 1
+        assert lines.count("last") == 1
+        middle = next(t for t in record["tasks"] if t["name"] == "middle")
+        assert [a["state"] for a in middle["attempts"]] == ["interrupted", "succeeded"]
+
+    def test_ctrl_c_stops_tasks_and_records_them_cancelled(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """SIGINT exits 130 and leaves the run and its running task cancelled."""
+        started = tmp_path / "started"
+        write(tmp_path / "forge.yml", f"""
+            workflows:
+              w:
+                tasks:
+                  - name: long
+                    shell: true
+                    grace: 1
+                    command: touch {started}; sleep 60
+        """)
+        proc = subprocess.Popen([*FORGE, "run", "w"], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _wait_for(started.exists)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err
+        show = json.loads(forge("workflow", "show", "last", "--json", cwd=tmp_path, env=env).stdout)
+        assert show["state"] == "cancelled"
+        assert show["tasks"][0]["state"] == "cancelled"
+
+
+class TestInspection:
+    def test_history_show_and_logs_agree_with_what_ran(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """show lists every task with attempts and exit codes; logs prints an attempt."""
+        write(tmp_path / "forge.yml", """
+            workflows:
+              w:
+                tasks:
+                  - {name: say, command: echo hello-from-say}
+                  - {name: flaky, command: "false", retries: 1, retry_delay: 0, depends_on: [say]}
+        """)
+        forge("run", "w", cwd=tmp_path, env=env)
+        show = forge("workflow", "show", "last", cwd=tmp_path, env=env).stdout
+        assert "flaky" in show and "failed" in show
+        data = json.loads(forge("workflow", "show", "last", "--json", cwd=tmp_path, env=env).stdout)
+        flaky = next(t for t in data["tasks"] if t["name"] == "flaky")
+        assert [a["exit_code"] for a in flaky["attempts"]] == [1, 1]
+        logs = forge("logs", "last", "say", cwd=tmp_path, env=env)
+        assert logs.stdout.strip() == "hello-from-say"
+        missing = forge("logs", "last", "nope", cwd=tmp_path, env=env)
+        assert_clean_error(missing)
+
+    def test_plugins_list_shows_the_core_backends_as_usable(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """plugins list --json has the process runtime and the three core executors."""
+        infos = json.loads(forge("plugins", "list", "--json", cwd=tmp_path, env=env).stdout)
+        usable = {(i["group"], i["name"]) for i in infos if i["usable"]}
+        assert {("runtime", "process"), ("executor", "local"), ("executor", "thread"),
+                ("executor", "process"), ("queue", "sqlite")} <= usable
+
+    def test_retention_and_prune_keep_the_newest_runs(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """retention: 2 keeps two runs; system prune --keep 1 keeps one and its logs."""
+        write(tmp_path / "forge.yml", """
+            workflows:
+              w:
+                retention: 2
+                tasks:
+                  - {name: a, command: echo x}
+        """)
+        for _ in range(3):
+            forge("run", "w", cwd=tmp_path, env=env)
+        runs = json.loads(forge("workflow", "history", "--json", cwd=tmp_path, env=env).stdout)
+        assert len(runs) == 2
+        forge("system", "prune", "--keep", "1", cwd=tmp_path, env=env)
+        runs = json.loads(forge("workflow", "history", "--json", cwd=tmp_path, env=env).stdout)
+        assert len(runs) == 1
+        logs = sorted(p.name for p in (tmp_path / "home" / "logs").iterdir())
+        assert logs == [runs[0]["run_id"]]
+        usage = json.loads(forge("system", "usage", "--json", cwd=tmp_path, env=env).stdout)
+        assert usage["rows"]["runs"] == 1
