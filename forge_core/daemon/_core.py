@@ -1,0 +1,286 @@
+"""The daemon's loops: scheduling (due fire times through the overlap policy into runs),
+run ownership (resume runs whose owner is gone), and graceful shutdown.
+
+The scheduler reads time from an injected clock, so tests move time instead of sleeping.
+Scheduler state lives in the state store's key-value table: ``scheduler/<workflow>`` holds
+the cursor (last fire time handled) and the backlog; ``paused/<workflow>`` the pause flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+
+from ..abc import Trigger
+from ..events import EventBus
+from ..exceptions import ConfigError, ForgeError, RunLocked
+from ..metrics import Metrics
+from ..runner import new_owner_id, resume_run, run_workflow
+from ..scheduler import CronScheduler, WorkflowState, plan_due
+from ..secrets import Redactor, resolve_secrets
+from ..spec import ProjectSpec, WorkflowSpec
+from ..state import StateStore
+from ..state._history import consecutive_failures
+
+__all__ = ["Clock", "Daemon", "DaemonOptions"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@attrs.frozen(kw_only=True)
+class DaemonOptions:
+    """How the daemon runs; seconds throughout."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    tick: float = 1.0
+    reclaim_every: float = 5.0
+    stale_after: float = 30.0
+    grace: float = 30.0
+    http: bool = True
+
+
+@attrs.define
+class Daemon:
+    """Scheduler, run ownership and HTTP API in one process."""
+
+    project: ProjectSpec
+    home: Path
+    store: StateStore
+    options: DaemonOptions = attrs.field(factory=DaemonOptions)
+    clock: Clock = system_clock
+    bus: EventBus = attrs.field(factory=EventBus)
+    metrics: Metrics = attrs.field(factory=Metrics)
+    owner: str = attrs.field(factory=new_owner_id)
+    ready: bool = False
+    started_at: float = attrs.field(factory=time.time)
+    _scheduler: CronScheduler = attrs.field(factory=CronScheduler)
+    _driving: dict[str, anyio.CancelScope] = attrs.field(factory=dict)
+    _tg: TaskGroup | None = None
+    _stopping: bool = False
+    _redactor: Redactor = attrs.field(factory=Redactor)
+    _server: Any = None
+
+    def __attrs_post_init__(self) -> None:
+        self.bus.subscribe(self.metrics.on_event)
+        values: list[str] = []
+        for spec in self.project.workflows.values():
+            if spec.schedule:
+                self._scheduler.validate(Trigger(expression=spec.schedule, timezone=spec.timezone))
+            try:
+                values.extend(resolve_secrets(spec, _base_dir(spec)).values())
+            except ConfigError as exc:
+                log.warning("%s", exc)
+        self._redactor = Redactor(values)
+
+    @property
+    def redactor(self) -> Redactor:
+        return self._redactor
+
+    @property
+    def driving(self) -> list[str]:
+        return sorted(self._driving)
+
+    # -- pause ------------------------------------------------------------------------------
+
+    def is_paused(self, workflow: str) -> bool:
+        return bool(self.store.get_value("paused", workflow))
+
+    def pause(self, workflow: str, reason: str = "paused by user") -> None:
+        set_paused(self.store, workflow, reason)
+        self.metrics.paused.labels(workflow).set(1)
+
+    # -- the loops ----------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                    handle_signals: bool = True) -> None:
+        """Run until SIGTERM/SIGINT (or cancellation); ``task_status`` fires once the first
+        scheduling and reclaiming pass is done and HTTP (if enabled) is listening."""
+        _check_binding(self.options)
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            if handle_signals:
+                tg.start_soon(self._watch_signals)
+            if self.options.http:
+                from ._http import start_http
+
+                self._server = await tg.start(start_http, self)
+            await self.reclaim()
+            await self.tick()
+            self.ready = True
+            task_status.started()
+            tg.start_soon(self._loop, self.options.tick, self.tick)
+            tg.start_soon(self._loop, self.options.reclaim_every, self.reclaim)
+
+    async def _loop(self, every: float, step: Callable[[], Any]) -> None:
+        while not self._stopping:
+            await anyio.sleep(every)
+            try:
+                await step()
+            except ForgeError as exc:
+                log.error("%s", exc)
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                await self.shutdown()
+                return
+
+    async def shutdown(self) -> None:
+        """Stop scheduling, give driven runs ``grace`` seconds, then interrupt the rest."""
+        self._stopping = True
+        self.ready = False
+        if self._server is not None:
+            self._server.should_exit = True
+        with anyio.move_on_after(self.options.grace):
+            while self._driving:
+                await anyio.sleep(0.1)
+        for run_id, scope in list(self._driving.items()):
+            log.warning("run %s did not finish within the grace period: interrupted", run_id)
+            scope.cancel()
+        while self._driving:
+            await anyio.sleep(0.05)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def tick(self) -> None:
+        """One scheduling pass over every scheduled, unpaused workflow."""
+        now = self.clock()
+        for spec in self.project.workflows.values():
+            if spec.schedule and not self._stopping:
+                self._tick_workflow(spec, now)
+
+    def _tick_workflow(self, spec: WorkflowSpec, now: datetime) -> None:
+        paused = self.is_paused(spec.name)
+        self.metrics.paused.labels(spec.name).set(1 if paused else 0)
+        if paused:
+            return
+        state = self.store.get_value("scheduler", spec.name) or {}
+        if "cursor" not in state:
+            self.store.set_value("scheduler", spec.name, {"cursor": now.isoformat(), "backlog": []})
+            return
+        trigger = Trigger(expression=spec.schedule or "", timezone=spec.timezone)
+        catchup = timedelta(seconds=spec.catchup) if spec.catchup is not None else None
+        due = self._scheduler.due(trigger, datetime.fromisoformat(state["cursor"]), now, catchup)
+        cursor = max([datetime.fromisoformat(state["cursor"]), *due]).isoformat()
+        active = tuple(r.run_id for r in reversed(
+            self.store.list_runs(spec.name, states=("queued", "running"), limit=1000)))
+        plan = plan_due([d.isoformat() for d in due],
+                        WorkflowState(active=active, backlog=tuple(state.get("backlog", ()))),
+                        overlap=spec.overlap, max_active_runs=spec.max_active_runs)
+        self.store.set_value("scheduler", spec.name,
+                             {"cursor": cursor, "backlog": list(plan.backlog)})
+        for date in plan.skipped:
+            log.info("%s: skipped the run for %s (overlap policy %s)", spec.name, date,
+                     spec.overlap)
+            self.metrics.schedules_skipped.labels(spec.name).inc()
+        for run_id in plan.cancel:
+            if run_id in self._driving:
+                self._driving[run_id].cancel()
+        for date in plan.start:
+            self._start(spec, date)
+
+    def _start(self, spec: WorkflowSpec, logical_date: str) -> None:
+        assert self._tg is not None, "the daemon is not serving"
+        lag = (self.clock() - datetime.fromisoformat(logical_date)).total_seconds()
+        self.metrics.observe_lag(spec.name, lag)
+        run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self._tg.start_soon(self._drive, spec, run_id, logical_date)
+
+    async def _drive(self, spec: WorkflowSpec, run_id: str, logical_date: str | None) -> None:
+        """Drive one run (new when ``logical_date`` is given, else resumed) under a scope the
+        shutdown path can cancel."""
+        scope = anyio.CancelScope()
+        self._driving[run_id] = scope
+        try:
+            with scope:
+                if logical_date is not None:
+                    await run_workflow(spec, store=self.store, home=self.home, bus=self.bus,
+                                       logical_date=logical_date, trigger="schedule",
+                                       run_id=run_id, owner=self.owner)
+                else:
+                    await resume_run(spec, run_id, store=self.store, home=self.home,
+                                     bus=self.bus, owner=self.owner)
+        except RunLocked as exc:
+            log.info("%s", exc)
+        except ForgeError as exc:
+            log.error("run %s of %s: %s", run_id, spec.name, exc)
+        finally:
+            self._driving.pop(run_id, None)
+            if scope.cancel_called and self._stopping:
+                self.store.set_run_state(run_id, "interrupted")
+        self._after_run(spec)
+
+    def _after_run(self, spec: WorkflowSpec) -> None:
+        limit = spec.pause_after_failures
+        failed = consecutive_failures(self.store, spec.name) if limit else 0
+        if limit and failed >= limit and not self.is_paused(spec.name):
+            log.warning("%s: paused after %d failed runs in a row", spec.name, limit)
+            self.pause(spec.name, f"paused after {limit} consecutive failed runs")
+
+    async def reclaim(self) -> None:
+        """Resume every queued or running run of a known workflow whose owner is gone or whose
+        heartbeat is stale; the store's claim refuses runs a live engine still drives."""
+        now = time.time()
+        for run in self.store.list_runs(states=("queued", "running"), limit=10000):
+            spec = self.project.workflows.get(run.workflow)
+            if spec is None or run.run_id in self._driving or self._stopping:
+                continue
+            beat = run.heartbeat_at
+            fresh = beat is not None and now - beat < self.options.stale_after
+            if run.owner is None and now - run.created_at < self.options.stale_after:
+                continue  # just created by someone about to claim it
+            if run.owner and fresh and _alive(run.owner):
+                continue
+            log.info("resuming run %s of %s (owner %s gone)", run.run_id, run.workflow, run.owner)
+            assert self._tg is not None
+            self._tg.start_soon(self._drive, spec, run.run_id, None)
+
+
+def set_paused(store: StateStore, workflow: str, reason: str | None) -> None:
+    """Pause (``reason`` given) or unpause (``None``) a workflow's schedule."""
+    store.set_value("paused", workflow, {"reason": reason, "at": time.time()} if reason else None)
+
+
+def paused_info(store: StateStore, workflow: str) -> Mapping[str, Any] | None:
+    value = store.get_value("paused", workflow)
+    return value if isinstance(value, dict) else None
+
+
+def _alive(owner: str) -> bool:
+    from ..state._store import _owner_alive
+
+    return _owner_alive(owner)
+
+
+def _base_dir(spec: WorkflowSpec) -> Path:
+    return Path(spec.source).resolve().parent if spec.source else Path.cwd()
+
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _check_binding(options: DaemonOptions) -> None:
+    if options.http and not options.host.startswith(_LOOPBACK) and not options.token:
+        raise ConfigError(
+            f"the daemon would listen on {options.host}, beyond loopback, without a token;"
+            " set forge.daemon_token (or --token / FORGE_DAEMON_TOKEN)"
+        )
