@@ -35,6 +35,7 @@ def supervise(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, go_r: int, list
     """Body of the supervisor process; never returns."""
     code = 0
     try:
+        _close_except({0, 1, 2, sync_w, go_r, *plan["stdio"], *(lst.fileno() for lst, _ in listeners)})
         if plan["detach"]:
             os.setsid()
             if os.fork():
@@ -55,18 +56,38 @@ def supervise(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, go_r: int, list
             os.read(go_r, 1)
         if plan["network"] == "private":
             _loopback_up()
+        st_r, st_w = os.pipe2(os.O_CLOEXEC)
         pid1 = os.fork()
         if pid1 == 0:
-            init(plan, cgroup, sync_w)
+            os.close(st_r)
+            init(plan, cgroup, sync_w, st_w)
+        os.close(st_w)
         os.close(go_r)
+        for fd in set(plan["stdio"]) - {0, 1, 2}:
+            os.close(fd)
+        if plan["detach"]:  # hold no terminal: the CLI that started us is gone
+            null = os.open(os.devnull, os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(null, target)
+            os.close(null)
         send(sync_w, pid=pid1, sup=os.getpid())
         os.close(sync_w)
         status = _wait_relaying(pid1, listeners)
-        code = _record(plan, cgroup, status)
+        reported = os.read(st_r, 64)  # the init shim's report of the command's own status
+        code = _record(plan, cgroup, int(reported) if reported else status)
     except BaseException as exc:  # report and die: nothing may return into the parent's code
         send(sync_w, error=f"container setup failed: {exc}", kind="backend")
         code = 1
     os._exit(code)
+
+
+def _close_except(keep: set[int]) -> None:
+    """Close every inherited descriptor but ``keep``: nothing of Forge leaks into a container."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _loopback_up() -> None:
@@ -148,7 +169,7 @@ def _record(plan: dict[str, Any], cgroup: Cgroup, status: int) -> int:
 # --- PID 1 of the container ------------------------------------------------------------
 
 
-def init(plan: dict[str, Any], cgroup: Cgroup, sync_w: int) -> None:
+def init(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, st_w: int) -> None:
     """Body of the container's first process; execs the command or dies reporting why."""
     try:
         _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -161,7 +182,7 @@ def init(plan: dict[str, Any], cgroup: Cgroup, sync_w: int) -> None:
         socket.sethostname(plan["hostname"])
         _harden()
         if plan["init"]:
-            _reaper(plan, sync_w)
+            _reaper(plan, sync_w, st_w)
         _become_user(plan)
         _exec(plan, sync_w)
     except BaseException as exc:
@@ -308,10 +329,11 @@ def _exec(plan: dict[str, Any], sync_w: int) -> None:
     os.execve(path, argv, env)
 
 
-def _reaper(plan: dict[str, Any], sync_w: int) -> None:
+def _reaper(plan: dict[str, Any], sync_w: int, st_w: int) -> None:
     """Stay PID 1: run the command as a child, forward signals, reap every zombie."""
     child = os.fork()
     if child == 0:
+        os.close(st_w)
         _become_user(plan)
         _exec(plan, sync_w)
         return
@@ -321,5 +343,5 @@ def _reaper(plan: dict[str, Any], sync_w: int) -> None:
     while True:
         pid, status = os.wait()
         if pid == child:
-            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-            os._exit(code)
+            os.write(st_w, str(status).encode())
+            os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))

@@ -72,8 +72,10 @@ class LinuxRuntime(Runtime):
         """State directory; default ``$FORGE_HOME``."""
         userns: bool = False
         """Run in a user namespace mapping container root to the image store's uid range."""
-        init: bool = False
-        """Run a reaping init as PID 1 with the command as its child (``docker run --init``)."""
+        init: bool = True
+        """Run a reaping init shim as PID 1 that forwards signals to the command (its only
+        child). ``False`` makes the command PID 1 itself, which the kernel shields from
+        SIGTERM unless it installs a handler (Docker's default without ``--init``)."""
 
     def __init__(self, config: Config | None = None, image_store: ImageStore | None = None, **_services: object) -> None:
         self._config = config or LinuxRuntime.Config()
@@ -87,6 +89,7 @@ class LinuxRuntime(Runtime):
         self._layout = _cgroups.detect()
         self._tag = "forge-" + _home_tag(self._home)
         self._children: set[int] = set()
+        self._attached: dict[str, tuple[int, int]] = {}
 
     @classmethod
     def available(cls) -> Availability:
@@ -107,8 +110,6 @@ class LinuxRuntime(Runtime):
     async def start(self, spec: ContainerSpec, *, stdio: tuple[int, int, int] | None = None) -> Handle:
         """Start ``spec``; ``stdio`` (three fds) overrides ``log_path`` (the CLI's foreground run)."""
         self.validate(spec)
-        if spec.interactive:
-            raise Unsupported("the linux runtime does not attach to stdio; use log_path or the CLI")
         if spec.image is None:
             raise Unsupported("the linux runtime needs an image (ContainerSpec.image)")
         if any(p.protocol != "tcp" for p in spec.ports):
@@ -123,7 +124,31 @@ class LinuxRuntime(Runtime):
         cid = secrets.token_hex(6)
         from ._launch import launch
 
-        return await launch(self, cid, spec, image, stdio)
+        if not spec.interactive:
+            return await launch(self, cid, spec, image, stdio)
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            handle = await launch(self, cid, spec, image, (in_r, out_w, out_w))
+        except BaseException:
+            os.close(in_w)
+            os.close(out_r)
+            raise
+        finally:
+            os.close(in_r)
+            os.close(out_w)
+        self._attached[cid] = (in_w, out_r)
+        return handle
+
+    async def attach(self, handle: Handle) -> tuple[anyio.abc.ByteSendStream, anyio.abc.ByteReceiveStream]:
+        """Stdin and stdout of an ``interactive`` container started by this runtime object."""
+        from ._pipes import PipeReceiveStream, PipeSendStream
+
+        try:
+            in_w, out_r = self._attached.pop(handle.id)
+        except KeyError:
+            raise Unsupported(f"container {handle.id} was not started interactive by this process") from None
+        return PipeSendStream(in_w), PipeReceiveStream(out_r)
 
     # --- wait / signal / remove ----------------------------------------------------------
 
@@ -222,7 +247,10 @@ class LinuxRuntime(Runtime):
 
     async def stats(self, handle: Handle) -> Stats:
         data = self.state(handle.id)
-        return self.cgroup(data).stats()
+        stats = self.cgroup(data).stats()
+        if data.get("init") and stats.pids:  # the init shim is Forge's, not the container's
+            stats = Stats(cpu_seconds=stats.cpu_seconds, memory_bytes=stats.memory_bytes, pids=stats.pids - 1)
+        return stats
 
     def handle(self, data: dict[str, Any]) -> Handle:
         return Handle(

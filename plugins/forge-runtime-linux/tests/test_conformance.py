@@ -1,0 +1,28 @@
+"""The core's Runtime and ImageStore conformance suites, run against ``linux`` and ``snapshot``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from forge_core.abc import ContainerSpec, Volume
+from forge_core.testing.runtime import RuntimeConformance
+
+pytestmark = [pytest.mark.linux, pytest.mark.root]
+
+
+class TestLinuxRuntimeConformance(RuntimeConformance):
+    """The shared Runtime behaviour, in busybox containers."""
+
+    share: ClassVar[str] = ""
+
+    @pytest.fixture(autouse=True)
+    def _share_tmp(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        # the suite's probes are FIFOs under pytest's tmp dir: bind it at the same path
+        type(self).share = str(tmp_path_factory.getbasetemp())
+
+    def make_spec(self, *argv: str, **fields: Any) -> ContainerSpec:
+        fields.setdefault("image", "busybox:test")
+        fields.setdefault("volumes", (Volume(source=self.share, target=self.share),))
+        return ContainerSpec(command=argv, **fields)
