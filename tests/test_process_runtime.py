@@ -118,10 +118,10 @@ class TestProcessRuntime:
             probe.close()
 
     async def test_child_dies_with_forge(self, tmp_path: Path) -> None:
-        """A non-detached child is killed when the process that started it is SIGKILLed."""
+        """A non-detached tree is killed when the process that started it is SIGKILLed."""
         probe = FifoProbe(tmp_path / "probe")
-        helper = _start_helper(tmp_path, f"exec 3>{probe.path}; echo ready >&3; exec sleep 1000",
-                               detach=False)
+        script = f"exec 3>{probe.path}; sleep 1000 & echo ready >&3; wait"
+        helper = _start_helper(tmp_path, script, detach=False)
         try:
             await probe.read_until(b"ready")
             helper.kill()

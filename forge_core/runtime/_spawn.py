@@ -1,46 +1,108 @@
-"""Starting one child process: its own session, rlimits, and death with its parent.
+"""Starting one child process: its own session, rlimits, and death with Forge.
 
-The fast path is a plain ``vfork``+``exec`` (no Python code in the child); a child that must
-die with Forge is exec'd through util-linux ``setpriv --pdeathsig KILL`` when present. Only a
-child that needs rlimits (or a host without ``setpriv``) pays for a ``preexec_fn`` (a real
-``fork``). ``PR_SET_PDEATHSIG`` fires when the *thread* that spawned the child exits, so
-spawning happens in the calling (event-loop) thread, never in a worker thread.
+Children start with a plain ``vfork``+``exec`` (no Python code runs in the child) unless they
+need rlimits, which a ``preexec_fn`` sets (a real ``fork``). Death with Forge is handled by
+one watchdog process per Forge process: Forge tells it the process group of every
+non-detached child over a pipe, and when that pipe closes — Forge exited or was SIGKILLed —
+the watchdog SIGKILLs every group still registered, grandchildren included.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import contextlib
+import logging
 import math
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-__all__ = ["Limit", "rlimits_for", "spawn", "which"]
+__all__ = ["Limit", "Watchdog", "rlimits_for", "spawn", "watchdog", "which"]
 
-_PR_SET_PDEATHSIG = 1
+log = logging.getLogger(__name__)
 
 Limit = tuple[int, int, int]
 """(resource, soft, hard) for :func:`resource.setrlimit`."""
 
-
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
+_WATCHDOG_CODE = """
+import os, signal
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+groups, rest = set(), b""
+while True:
+    data = os.read(0, 65536)
+    if not data:
+        break
+    *lines, rest = (rest + data).split(b"\\n")
+    for line in lines:
+        (groups.add if line[:1] == b"+" else groups.discard)(int(line[1:]))
+for pgid in groups:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        os.killpg(pgid, signal.SIGKILL)
     except OSError:
-        return None
-    func: Callable[..., int] = libc.prctl
-    return func
+        pass
+"""
 
 
-_PRCTL = _load_prctl()
-_SETPRIV = shutil.which("setpriv") if _PRCTL is not None else None
+class Watchdog:
+    """The process that SIGKILLs this Forge process's non-detached children when it dies."""
+
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        read_end, self._fd = os.pipe()
+        try:
+            os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-S", "-c", _WATCHDOG_CODE],
+                dict(os.environ),
+                file_actions=_watchdog_fds(read_end),
+                setsid=True,
+            )
+        finally:
+            os.close(read_end)
+
+    def register(self, pgid: int) -> None:
+        os.write(self._fd, b"+%d\n" % pgid)
+
+    def unregister(self, pgid: int) -> None:
+        os.write(self._fd, b"-%d\n" % pgid)
+
+
+def _watchdog_fds(read_end: int) -> list[tuple[Any, ...]]:
+    """stdin from the pipe, stdout/stderr to /dev/null, no other inheritable fd of Forge (it
+    would hold a caller's pipe open for as long as the watchdog lives)."""
+    actions: list[tuple[Any, ...]] = []
+    fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    for name in os.listdir(fd_dir):
+        fd = int(name)
+        with contextlib.suppress(OSError):
+            if fd > 2 and os.get_inheritable(fd):
+                actions.append((os.POSIX_SPAWN_CLOSE, fd))
+    actions += [
+        (os.POSIX_SPAWN_DUP2, read_end, 0),
+        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    return actions
+
+
+_watchdog: Watchdog | None = None
+
+
+def watchdog() -> Watchdog | None:
+    """This process's watchdog, started on first use (``None`` where it cannot run)."""
+    global _watchdog
+    if _watchdog is None or _watchdog.owner != os.getpid():
+        if not hasattr(os, "posix_spawn") or not sys.executable:
+            return None
+        try:
+            _watchdog = Watchdog()
+        except OSError as exc:
+            log.warning("cannot start the child watchdog (children may outlive Forge): %s", exc)
+            return None
+    return _watchdog
 
 
 def _clamp(res: int, soft: int, hard: int) -> Limit:
@@ -73,16 +135,10 @@ def which(name: str, env: Mapping[str, str], cwd: str | None) -> str | None:
     return shutil.which(name, path=env.get("PATH", os.defpath))
 
 
-def _child_setup(limits: Sequence[Limit], pdeathsig: bool, parent: int) -> Callable[[], None]:
-    prctl = _PRCTL
-
-    def setup() -> None:  # runs in the child between fork and exec: no allocation-heavy work
+def _child_setup(limits: Sequence[Limit]) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child between fork and exec
         for res, soft, hard in limits:
             resource.setrlimit(res, (soft, hard))
-        if pdeathsig and prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-            if os.getppid() != parent:  # Forge died before the prctl took effect
-                os.kill(os.getpid(), signal.SIGKILL)
 
     return setup
 
@@ -96,21 +152,14 @@ def spawn(
     stdout: int,
     stderr: int,
     limits: Sequence[Limit],
-    die_with_parent: bool,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` as the leader of a new session, with every other fd of Forge closed.
 
     Raises what :class:`subprocess.Popen` raises (``FileNotFoundError`` above all); the caller
     maps it.
     """
-    preexec: Callable[[], None] | None = None
-    command = list(argv)
-    if limits or (die_with_parent and _PRCTL is not None and _SETPRIV is None):
-        preexec = _child_setup(limits, die_with_parent, os.getpid())
-    elif die_with_parent and _SETPRIV is not None:
-        command = [_SETPRIV, "--pdeathsig", "KILL", "--", *command]
     return subprocess.Popen(
-        command,
+        list(argv),
         env=env,
         cwd=cwd,
         stdin=stdin,
@@ -118,5 +167,5 @@ def spawn(
         stderr=stderr,
         close_fds=True,
         start_new_session=True,
-        preexec_fn=preexec,  # only when rlimits must be set in the child
+        preexec_fn=_child_setup(limits) if limits else None,  # only for rlimits: it costs a fork
     )

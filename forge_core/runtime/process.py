@@ -3,9 +3,9 @@
 Each container is the leader of a new session and process group, so a signal reaches the
 whole group. When the leader exits, the rest of its group is SIGKILLed before the leader is
 reaped (the zombie keeps the group id from being reused), so nothing it started outlives it.
-A descendant that calls ``setsid``/``setpgid`` itself escapes the group: use the ``linux``
-runtime (cgroups) when that matters. Non-detached children die with Forge (Linux
-``PR_SET_PDEATHSIG`` on the direct child; its descendants are reached only through the group).
+A non-detached container's group is SIGKILLed by a watchdog process if Forge dies. A
+descendant that calls ``setsid``/``setpgid`` itself escapes the group: use the ``linux``
+runtime (cgroups) when that matters.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class _Child:
     lock: anyio.Lock = attrs.field(factory=anyio.Lock)
     status: ExitStatus | None = None
     stdio: tuple[FdSendStream, FdReceiveStream] | None = None
+    watchdog: _spawn.Watchdog | None = None
 
 
 @attrs.define(eq=False)
@@ -169,7 +170,6 @@ def _start(spec: ContainerSpec, env: Mapping[str, str]) -> _Child:
             stdout=stdout,
             stderr=log_fd,
             limits=_spawn.rlimits_for(spec.resources.memory, spec.resources.cpu_time),
-            die_with_parent=not spec.detach,
         )
     except OSError as exc:
         for fd in ours:
@@ -187,6 +187,10 @@ def _start(spec: ContainerSpec, env: Mapping[str, str]) -> _Child:
         info={"pgid": popen.pid},
     )
     child = _Child(handle=handle, popen=popen, pidfd=_pidfd(popen.pid))
+    if not spec.detach:
+        child.watchdog = _spawn.watchdog()
+        if child.watchdog is not None:
+            child.watchdog.register(popen.pid)
     if ours:
         child.stdio = (FdSendStream(ours[0]), FdReceiveStream(ours[1]))
     return child
@@ -225,6 +229,8 @@ async def _wait_exited(child: _Child) -> None:
 def _reap(child: _Child) -> ExitStatus:
     _killpg(child.popen.pid, _signal.SIGKILL)  # whatever the leader left behind in its group
     returncode = child.popen.wait()
+    if child.watchdog is not None:
+        child.watchdog.unregister(child.popen.pid)
     if child.pidfd is not None:
         os.close(child.pidfd)
         child.pidfd = None
