@@ -87,7 +87,7 @@ def _foreground(config: Path | None, host: str | None, port: int | None, token: 
     handler = logging.StreamHandler()
     handler.addFilter(daemon.redactor.logging_filter())
     logging.basicConfig(level=logging.INFO, handlers=[handler],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     pid_file = home / "daemon.pid"
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{os.getpid()} {options.host}:{options.port}\n")

@@ -77,6 +77,7 @@ class Daemon:
     _stopping: bool = False
     _redactor: Redactor = attrs.field(factory=Redactor)
     _server: Any = None
+    _next_fire: datetime | None = None
 
     def __attrs_post_init__(self) -> None:
         self.bus.subscribe(self.metrics.on_event)
@@ -126,12 +127,19 @@ class Daemon:
             await self.tick()
             self.ready = True
             task_status.started()
-            tg.start_soon(self._loop, self.options.tick, self.tick)
-            tg.start_soon(self._loop, self.options.reclaim_every, self.reclaim)
+            tg.start_soon(self._loop, lambda: self._sleep_for(), self.tick)
+            tg.start_soon(self._loop, lambda: self.options.reclaim_every, self.reclaim)
 
-    async def _loop(self, every: float, step: Callable[[], Any]) -> None:
+    def _sleep_for(self) -> float:
+        """Until the next fire time, at most ``tick`` seconds (the clock may jump)."""
+        if self._next_fire is None:
+            return self.options.tick
+        until = (self._next_fire - self.clock()).total_seconds()
+        return max(0.001, min(self.options.tick, until))
+
+    async def _loop(self, every: Callable[[], float], step: Callable[[], Any]) -> None:
         while not self._stopping:
-            await anyio.sleep(every)
+            await anyio.sleep(every())
             try:
                 await step()
             except ForgeError as exc:
@@ -164,9 +172,15 @@ class Daemon:
     async def tick(self) -> None:
         """One scheduling pass over every scheduled, unpaused workflow."""
         now = self.clock()
+        upcoming: list[datetime] = []
         for spec in self.project.workflows.values():
             if spec.schedule and not self._stopping:
                 self._tick_workflow(spec, now)
+                trigger = Trigger(expression=spec.schedule, timezone=spec.timezone)
+                nxt = self._scheduler.next_after(trigger, now)
+                if nxt is not None:
+                    upcoming.append(nxt)
+        self._next_fire = min(upcoming, default=None)
 
     def _tick_workflow(self, spec: WorkflowSpec, now: datetime) -> None:
         paused = self.is_paused(spec.name)
