@@ -73,6 +73,7 @@ class Daemon:
     started_at: float = attrs.field(factory=time.time)
     _scheduler: CronScheduler = attrs.field(factory=CronScheduler)
     _driving: dict[str, anyio.CancelScope] = attrs.field(factory=dict)
+    _driving_wf: dict[str, str] = attrs.field(factory=dict)
     _tg: TaskGroup | None = None
     _stopping: bool = False
     _redactor: Redactor = attrs.field(factory=Redactor)
@@ -195,8 +196,10 @@ class Daemon:
         catchup = timedelta(seconds=spec.catchup) if spec.catchup is not None else None
         due = self._scheduler.due(trigger, datetime.fromisoformat(state["cursor"]), now, catchup)
         cursor = max([datetime.fromisoformat(state["cursor"]), *due]).isoformat()
-        active = tuple(r.run_id for r in reversed(
-            self.store.list_runs(spec.name, states=("queued", "running"), limit=1000)))
+        stored = [r.run_id for r in reversed(
+            self.store.list_runs(spec.name, states=("queued", "running"), limit=1000))]
+        mine = [r for r, wf in self._driving_wf.items() if wf == spec.name and r not in stored]
+        active = (*stored, *mine)
         plan = plan_due([d.isoformat() for d in due],
                         WorkflowState(active=active, backlog=tuple(state.get("backlog", ()))),
                         overlap=spec.overlap, max_active_runs=spec.max_active_runs)
@@ -217,13 +220,18 @@ class Daemon:
         lag = (self.clock() - datetime.fromisoformat(logical_date)).total_seconds()
         self.metrics.observe_lag(spec.name, lag)
         run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self._launch(spec, run_id, logical_date)
+
+    def _launch(self, spec: WorkflowSpec, run_id: str, logical_date: str | None) -> None:
+        assert self._tg is not None, "the daemon is not serving"
+        self._driving[run_id] = anyio.CancelScope()
+        self._driving_wf[run_id] = spec.name
         self._tg.start_soon(self._drive, spec, run_id, logical_date)
 
     async def _drive(self, spec: WorkflowSpec, run_id: str, logical_date: str | None) -> None:
         """Drive one run (new when ``logical_date`` is given, else resumed) under a scope the
         shutdown path can cancel."""
-        scope = anyio.CancelScope()
-        self._driving[run_id] = scope
+        scope = self._driving[run_id]
         try:
             with scope:
                 if logical_date is not None:
@@ -239,6 +247,7 @@ class Daemon:
             log.error("run %s of %s: %s", run_id, spec.name, exc)
         finally:
             self._driving.pop(run_id, None)
+            self._driving_wf.pop(run_id, None)
             if scope.cancel_called and self._stopping:
                 self.store.set_run_state(run_id, "interrupted")
         self._after_run(spec)
@@ -265,8 +274,7 @@ class Daemon:
             if run.owner and fresh and _alive(run.owner):
                 continue
             log.info("resuming run %s of %s (owner %s gone)", run.run_id, run.workflow, run.owner)
-            assert self._tg is not None
-            self._tg.start_soon(self._drive, spec, run.run_id, None)
+            self._launch(spec, run.run_id, None)
 
 
 def set_paused(store: StateStore, workflow: str, reason: str | None) -> None:

@@ -1,0 +1,137 @@
+"""The daemon's scheduler loop, driven by a controllable clock instead of sleeping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from forge_core.daemon import Daemon, DaemonOptions
+from forge_core.exceptions import ConfigError
+from forge_core.spec import ProjectSpec, TaskSpec, WorkflowSpec
+from forge_core.state import StateStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class FakeClock:
+    """Time that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def flow(name: str = "etl", command: str = "true", **kw: Any) -> WorkflowSpec:
+    return WorkflowSpec(name=name, schedule="@hourly", executor="local", tasks=(
+        TaskSpec(name="work", command=command, shell=True),), **kw)
+
+
+@pytest.fixture
+async def make(tmp_path: Path) -> AsyncIterator[Any]:
+    """Start a daemon (no HTTP, no signal handling) over the given workflows."""
+    async with anyio.create_task_group() as tg:
+        store = StateStore(tmp_path / "home" / "state.db")
+
+        async def start(*flows: WorkflowSpec) -> tuple[Daemon, FakeClock]:
+            clock = FakeClock()
+            daemon = Daemon(project=ProjectSpec(workflows={f.name: f for f in flows}),
+                            home=tmp_path / "home", store=store, clock=clock,
+                            options=DaemonOptions(http=False, tick=3600, reclaim_every=3600))
+            await tg.start(lambda task_status: daemon.serve(task_status=task_status,
+                                                            handle_signals=False))
+            return daemon, clock
+
+        yield start
+        tg.cancel_scope.cancel()
+    store.close()
+
+
+async def settle(daemon: Daemon) -> None:
+    with anyio.fail_after(30):
+        while daemon.driving:
+            await anyio.sleep(0.02)
+
+
+class TestDaemonScheduling:
+    async def test_first_sight_waits_for_the_next_fire_time(self, make: Any) -> None:
+        """A newly seen workflow does not run at once; it runs at its next fire time."""
+        daemon, clock = await make(flow())
+        assert daemon.store.list_runs("etl") == []
+        clock.now += timedelta(hours=1)
+        await daemon.tick()
+        await settle(daemon)
+        (run,) = daemon.store.list_runs("etl")
+        assert (run.state, run.trigger, run.logical_date) == (
+            "succeeded", "schedule", "2026-03-01T13:00:00+00:00")
+
+    async def test_logical_date_reaches_the_task(self, make: Any, tmp_path: Path) -> None:
+        """The task sees its run's logical date as FORGE_LOGICAL_DATE."""
+        out = tmp_path / "date.txt"
+        daemon, clock = await make(flow(command=f'echo "$FORGE_LOGICAL_DATE" > {out}'))
+        clock.now += timedelta(hours=1)
+        await daemon.tick()
+        await settle(daemon)
+        assert out.read_text().strip() == "2026-03-01T13:00:00+00:00"
+
+    async def test_catchup_runs_every_missed_time_in_the_window(self, make: Any) -> None:
+        """After five hours down with a 3-hour window, three runs catch up, oldest first."""
+        daemon, clock = await make(flow(catchup=3 * 3600, max_active_runs=1))
+        clock.now += timedelta(hours=5)
+        for _ in range(3):
+            await daemon.tick()
+            await settle(daemon)
+        dates = sorted(r.logical_date or "" for r in daemon.store.list_runs("etl"))
+        assert dates == ["2026-03-01T15:00:00+00:00", "2026-03-01T16:00:00+00:00",
+                         "2026-03-01T17:00:00+00:00"]
+
+    async def test_skip_policy_drops_a_fire_time_during_a_run(self, make: Any,
+                                                               tmp_path: Path) -> None:
+        """With overlap skip, a fire time while the previous run still runs starts nothing."""
+        gate = tmp_path / "gate"
+        daemon, clock = await make(flow(command=f"while [ ! -e {gate} ]; do sleep 0.05; done"))
+        clock.now += timedelta(hours=1)
+        await daemon.tick()
+        clock.now += timedelta(hours=1)
+        await daemon.tick()
+        gate.touch()
+        await settle(daemon)
+        assert len(daemon.store.list_runs("etl")) == 1
+        assert b'forge_schedules_skipped_total{workflow="etl"} 1.0' in daemon.metrics.render()
+
+    async def test_paused_workflow_does_not_run(self, make: Any) -> None:
+        """A paused workflow's fire times start nothing until it is unpaused."""
+        daemon, clock = await make(flow())
+        daemon.pause("etl")
+        clock.now += timedelta(hours=1)
+        await daemon.tick()
+        await settle(daemon)
+        assert daemon.store.list_runs("etl") == []
+
+    async def test_pauses_itself_after_consecutive_failures(self, make: Any) -> None:
+        """With pause_after_failures=2, two failed runs pause the workflow."""
+        daemon, clock = await make(flow(command="exit 3", pause_after_failures=2))
+        for _ in range(3):
+            clock.now += timedelta(hours=1)
+            await daemon.tick()
+            await settle(daemon)
+        assert daemon.is_paused("etl")
+        assert [r.state for r in daemon.store.list_runs("etl")] == ["failed", "failed"]
+
+    async def test_refuses_to_listen_beyond_loopback_without_a_token(self, tmp_path: Path) -> None:
+        """Binding 0.0.0.0 with no bearer token is a ConfigError before anything listens."""
+        daemon = Daemon(project=ProjectSpec(), home=tmp_path, store=StateStore(tmp_path / "s.db"),
+                        options=DaemonOptions(host="0.0.0.0"))
+        with pytest.raises(ConfigError, match="token"):
+            await daemon.serve(handle_signals=False)
