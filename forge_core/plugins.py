@@ -101,9 +101,16 @@ def _entry_points(group: str) -> list[Any]:
 
 
 def _dist_of(ep: Any) -> tuple[str, str]:
+    """(distribution, version) of an entry point; stevedore's cached ones carry no dist."""
     dist = getattr(ep, "dist", None)
     if dist is None:
-        return ("?", "?")
+        from importlib.metadata import entry_points
+
+        match = next((e for e in entry_points(group=ep.group)
+                      if e.name == ep.name and e.value == ep.value), None)
+        dist = getattr(match, "dist", None)
+    if dist is None:
+        return ("an unknown distribution", "?")
     return (dist.metadata["Name"], dist.version)
 
 
@@ -134,14 +141,23 @@ def load_class(group: str, name: str) -> Any:
     def on_failure(_mgr: object, ep: Any, exc: BaseException) -> None:
         failures.append(f"{_dist_of(ep)[0]}: {type(exc).__name__}: {exc}")
 
+    # stevedore keeps one of several same-named entry points; a clash must be an error
+    claimants = [ep for ep in _entry_points(group) if ep.name == name]
     mgr = stevedore.NamedExtensionManager(
         namespace, names=[name], on_load_failure_callback=on_failure,
-        warn_on_missing_entrypoint=False,
+        on_missing_entrypoints_callback=lambda _missing: None,  # we say it better below
     )
     exts = list(mgr)
     if failures:
         raise PluginError(
             f"{namespace} plugin {name!r} failed to load: {failures[0]}", group=group, name=name
+        )
+    if len(claimants) > 1:
+        dists = ", ".join(sorted(_dist_of(ep)[0] for ep in claimants))
+        raise PluginError(
+            f"{namespace} plugin {name!r} is provided by more than one distribution: {dists}",
+            group=group,
+            name=name,
         )
     if not exts:
         hint = distribution_for(group, name)
@@ -152,13 +168,6 @@ def load_class(group: str, name: str) -> Any:
         elif known:
             msg += f"; installed: {', '.join(known)}"
         raise PluginError(msg, group=group, name=name)
-    if len(exts) > 1:
-        dists = ", ".join(sorted(_dist_of(e.entry_point)[0] for e in exts))
-        raise PluginError(
-            f"{namespace} plugin {name!r} is provided by more than one distribution: {dists}",
-            group=group,
-            name=name,
-        )
     return _check(group, name, exts[0].plugin, _dist_of(exts[0].entry_point)[0])
 
 
