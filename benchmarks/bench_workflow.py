@@ -1,0 +1,137 @@
+"""Workflow engine speed: fan-out of `true` tasks, a chain of Python tasks, and CLI start-up.
+
+Engine overhead per task = (Forge's wall time - a bare loop doing the same work) / tasks.
+Prints a table and one JSON line; asserts nothing. Run: python benchmarks/bench_workflow.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from forge_core.runner import run_workflow
+from forge_core.spec import TaskSpec, WorkflowSpec
+from forge_core.state import StateStore
+
+FANOUT = int(os.environ.get("BENCH_FANOUT", "1000"))
+CHAIN = int(os.environ.get("BENCH_CHAIN", "100"))
+
+
+def bare_fanout(n: int, workers: int = 2) -> float:
+    """n `true` processes launched by `workers` threads, then one more (the join)."""
+    todo = list(range(n))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                todo.pop()
+            subprocess.run(["true"], check=True)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    subprocess.run(["true"], check=True)
+    return time.perf_counter() - start
+
+
+def forge_run(spec: WorkflowSpec) -> float:
+    with tempfile.TemporaryDirectory() as home:
+        store = StateStore(Path(home) / "state.db")
+
+        async def main() -> Any:
+            return await run_workflow(spec, store=store, home=Path(home))
+
+        start = time.perf_counter()
+        record = anyio.run(main)
+        took = time.perf_counter() - start
+        assert record.state == "succeeded", record.state
+        return took
+
+
+def step(value: int) -> dict[str, int]:
+    return {"value": value + 1}
+
+
+def chain_spec(n: int) -> WorkflowSpec:
+    tasks = []
+    for i in range(n):
+        def fn(**kw: Any) -> dict[str, int]:
+            prev = next(iter(kw.values()), {"value": 0})
+            return step(prev["value"])
+        tasks.append(TaskSpec(name=f"t{i}", func=fn, python=f"bench:t{i}",
+                              depends_on=(f"t{i-1}",) if i else ()))
+    return WorkflowSpec(name="chain", tasks=tuple(tasks), concurrency=1, executor="thread")
+
+
+def cli_startup(repeats: int = 10) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(["forge", "--help"], check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interpreter_startup(repeats: int = 10) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    fan = WorkflowSpec(
+        name="fanout", concurrency=2,
+        tasks=(*(TaskSpec(name=f"t{i}", command=("true",)) for i in range(FANOUT)),
+               TaskSpec(name="join", command=("true",),
+                        depends_on=tuple(f"t{i}" for i in range(FANOUT)))),
+    )
+    bare = bare_fanout(FANOUT)
+    forge_fan = forge_run(fan)
+    bare_chain_start = time.perf_counter()
+    value = {"value": 0}
+    for _ in range(CHAIN):
+        value = step(value["value"])
+    bare_chain = time.perf_counter() - bare_chain_start
+    forge_chain = forge_run(chain_spec(CHAIN))
+    results = {
+        "machine": f"{os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}",
+        "fanout_tasks": FANOUT + 1,
+        "fanout_bare_s": round(bare, 3),
+        "fanout_forge_s": round(forge_fan, 3),
+        "fanout_ratio": round(forge_fan / bare, 2),
+        "fanout_overhead_ms_per_task": round((forge_fan - bare) / (FANOUT + 1) * 1000, 3),
+        "chain_tasks": CHAIN,
+        "chain_bare_s": round(bare_chain, 5),
+        "chain_forge_s": round(forge_chain, 3),
+        "chain_overhead_ms_per_task": round((forge_chain - bare_chain) / CHAIN * 1000, 3),
+        "python_startup_ms": round(interpreter_startup() * 1000, 1),
+        "cli_help_ms": round(cli_startup() * 1000, 1),
+    }
+    width = max(map(len, results))
+    print("workflow engine benchmark")
+    for key, val in results.items():
+        print(f"  {key:<{width}}  {val}")
+    print(json.dumps({"bench": "workflow", **results}))
+
+
+if __name__ == "__main__":
+    main()
