@@ -55,8 +55,12 @@ def substitute_tree(
     if not isinstance(data, dict | list):
         return data
     stack: list[tuple[Any, Path]] = [(data, ())]
+    seen: set[int] = set()  # YAML aliases can share, or even nest, a node
     while stack:
         node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
         entries = node.items() if isinstance(node, dict) else enumerate(node)
         for key, value in list(entries):
             if isinstance(value, dict | list):
