@@ -239,6 +239,7 @@ class Daemon:
                                        logical_date=logical_date, trigger="schedule",
                                        run_id=run_id, owner=self.owner)
                 else:
+                    await anyio.to_thread.run_sync(self._redact_logs, run_id)
                     await resume_run(spec, run_id, store=self.store, home=self.home,
                                      bus=self.bus, owner=self.owner)
         except RunLocked as exc:
@@ -251,6 +252,17 @@ class Daemon:
             if scope.cancel_called and self._stopping:
                 self.store.set_run_state(run_id, "interrupted")
         self._after_run(spec)
+
+    def _redact_logs(self, run_id: str) -> None:
+        """Mask secrets in a dead owner's attempt logs: it may have died between writing a
+        log and redacting it."""
+        for task in self.store.tasks(run_id):
+            for attempt in task.attempts:
+                if attempt.log_path:
+                    try:
+                        self._redactor.redact_file(Path(attempt.log_path))
+                    except OSError as exc:
+                        log.warning("cannot redact %s: %s", attempt.log_path, exc)
 
     def _after_run(self, spec: WorkflowSpec) -> None:
         limit = spec.pause_after_failures
