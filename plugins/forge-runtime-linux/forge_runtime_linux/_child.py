@@ -173,6 +173,7 @@ def init(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, st_w: int) -> None:
     """Body of the container's first process; execs the command or dies reporting why."""
     try:
         _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)
+        _sys.set_name("forge-init")
         cgroup.join()
         _sys.unshare(_sys.CLONE_NEWNS)
         with contextlib.suppress(OSError):

@@ -1,0 +1,72 @@
+"""What both CLI apps share: error mapping to one line and an exit code, tables, sizes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(func: F) -> F:
+    """Map Forge errors to ``error: …`` and exit 2 (bad usage/config) or 1 (failure)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from forge_core.exceptions import ConfigError, ForgeError, Unsupported
+
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except (ConfigError, Unsupported) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except ForgeError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            typer.echo(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    cells = [list(map(str, headers))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for row in cells:
+        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}TB"
+
+
+def parse_size(text: str) -> int:
+    """Docker-style sizes: ``512``, ``64k``, ``128m``, ``1g`` (binary multiples)."""
+    from forge_core.exceptions import ConfigError
+
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    raw = text.strip().lower().removesuffix("b") if text.lower().endswith(("kb", "mb", "gb")) else text.strip().lower()
+    mult = units.get(raw[-1:], None)
+    number = raw[:-1] if mult else raw
+    try:
+        return int(float(number) * (mult or 1))
+    except ValueError:
+        raise ConfigError(f"bad size {text!r}; use e.g. 64m or 1g") from None
