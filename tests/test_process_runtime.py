@@ -188,10 +188,15 @@ def _start_helper(tmp_path: Path, script: str, *, detach: bool) -> subprocess.Po
         async def main():
             rt = ProcessRuntime()
             await rt.start(ContainerSpec(command=["sh", "-c", {script!r}], detach={detach}))
+            print("started", flush=True)
             await anyio.sleep(1000)
 
         anyio.run(main)
     """)
     path = tmp_path / "helper.py"
     path.write_text(code)
-    return subprocess.Popen([sys.executable, str(path)])
+    helper = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE)
+    assert helper.stdout is not None
+    assert helper.stdout.readline() == b"started\n"  # start() returned: the child is registered
+    helper.stdout.close()
+    return helper

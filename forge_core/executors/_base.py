@@ -91,7 +91,10 @@ class BaseExecutor(Executor):
 
     async def _run_command(self, run: TaskRun, started: float) -> Outcome:
         assert run.container is not None
-        spec = _command_spec(run, run.container)
+        try:
+            spec = _command_spec(run, run.container)
+        except OSError as exc:
+            return outcome("failed", started, error=f"cannot prepare {run.output_path}: {exc}")
         try:
             status, timed_out = await self._runtime.run(spec, timeout=run.timeout, grace=run.grace)
         except ForgeError as exc:

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import math
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -106,6 +105,8 @@ def watchdog() -> Watchdog | None:
 
 
 def _clamp(res: int, soft: int, hard: int) -> Limit:
+    import resource
+
     _cur_soft, cur_hard = resource.getrlimit(res)
     if cur_hard != resource.RLIM_INFINITY:
         hard = min(hard, cur_hard)
@@ -119,6 +120,10 @@ def rlimits_for(memory: int | None, cpu_time: float | None) -> list[Limit]:
     CPU time gets a soft limit (SIGXCPU, catchable) and a hard limit one second later (SIGKILL).
     """
     limits: list[Limit] = []
+    if memory is None and cpu_time is None:
+        return limits
+    import resource  # POSIX only; the module must still import elsewhere
+
     if memory is not None:
         limits.append(_clamp(resource.RLIMIT_AS, memory, memory))
     if cpu_time is not None:
@@ -136,6 +141,8 @@ def which(name: str, env: Mapping[str, str], cwd: str | None) -> str | None:
 
 
 def _child_setup(limits: Sequence[Limit]) -> Callable[[], None]:
+    import resource
+
     def setup() -> None:  # runs in the child between fork and exec
         for res, soft, hard in limits:
             resource.setrlimit(res, (soft, hard))

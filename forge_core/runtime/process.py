@@ -153,6 +153,7 @@ def _open_log(path: Path) -> int:
 
 
 def _start(spec: ContainerSpec, env: Mapping[str, str]) -> _Child:
+    watchdog = None if spec.detach else _spawn.watchdog()  # running before the child exists
     log_fd = _open_log(spec.log_path) if spec.log_path is not None else subprocess.DEVNULL
     ours: list[int] = []
     theirs: list[int] = [log_fd] if log_fd >= 0 else []
@@ -178,6 +179,8 @@ def _start(spec: ContainerSpec, env: Mapping[str, str]) -> _Child:
     finally:
         for fd in theirs:
             os.close(fd)
+    if watchdog is not None:
+        watchdog.register(popen.pid)
     handle = Handle(
         id=f"proc-{secrets.token_hex(6)}",
         runtime="process",
@@ -186,11 +189,7 @@ def _start(spec: ContainerSpec, env: Mapping[str, str]) -> _Child:
         started_at=time.time(),
         info={"pgid": popen.pid},
     )
-    child = _Child(handle=handle, popen=popen, pidfd=_pidfd(popen.pid))
-    if not spec.detach:
-        child.watchdog = _spawn.watchdog()
-        if child.watchdog is not None:
-            child.watchdog.register(popen.pid)
+    child = _Child(handle=handle, popen=popen, pidfd=_pidfd(popen.pid), watchdog=watchdog)
     if ours:
         child.stdio = (FdSendStream(ours[0]), FdReceiveStream(ours[1]))
     return child
