@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from importlib.metadata import entry_points
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,6 +14,12 @@ import pytest
 from forge_core.abc import Trigger
 from forge_core.exceptions import ConfigError
 from forge_core.scheduler import CronScheduler, WorkflowState, parse_interval, plan_due
+from forge_core.state import StateStore
+from forge_core.state._history import (
+    consecutive_failures,
+    latest_by_logical_date,
+    p95_durations,
+)
 
 UTC = UTC
 NY = ZoneInfo("America/New_York")
@@ -144,3 +152,18 @@ class TestPlanDue:
         """A buffered date starts on the first tick with a free slot."""
         plan = plan_due([], WorkflowState(backlog=("b",)), overlap="buffer", max_active_runs=1)
         assert (plan.start, plan.backlog) == (("b",), ())
+
+
+class TestHistory:
+    def test_consecutive_failures_and_p95(self, tmp_path: Path) -> None:
+        """Failures count back to the last non-failed run; p95 is the nearest-rank value."""
+        store = StateStore(tmp_path / "state.db")
+        for i, state in enumerate(["failed", "succeeded", "failed", "failed"]):
+            run = store.create_run("etl", ["t"], run_id=f"r{i}")
+            store.start_attempt(run, "t", 1, None)
+            store.finish_attempt(run, "t", 1, "succeeded", finished_at=time.time() + i + 1)
+            store.set_run_state(run, state)
+            time.sleep(0.001)
+        assert consecutive_failures(store, "etl") == 2
+        assert p95_durations(store, "etl")["t"] == pytest.approx(4, abs=0.5)
+        assert latest_by_logical_date(store, "etl") == {}
