@@ -148,6 +148,20 @@ class TestProcessRuntime:
         finally:
             probe.close()
 
+    async def test_stats_count_exactly_the_group(
+        self, runtime: ProcessRuntime, tmp_path: Path
+    ) -> None:
+        """stats() counts the shell and its two children, nothing else."""
+        probe = FifoProbe(tmp_path / "probe")
+        script = f"exec 3>{probe.path}; sleep 1000 & sleep 1000 & echo ready >&3; wait"
+        handle = await runtime.start(ContainerSpec(command=["sh", "-c", script]))
+        try:
+            await probe.read_until(b"ready")
+            assert (await runtime.stats(handle)).pids == 3
+        finally:
+            await runtime.remove(handle)
+            probe.close()
+
     async def test_stats_of_an_ended_container_are_zero(self, runtime: ProcessRuntime) -> None:
         """Once reaped, a container has no processes left to measure."""
         handle = await runtime.start(ContainerSpec(command=["true"]))

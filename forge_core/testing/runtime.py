@@ -175,7 +175,7 @@ class RuntimeConformance:
         try:
             await probe.read_until(b"ready")
             stats = await runtime.stats(handle)
-            assert stats.pids == 3
+            assert stats.pids >= 3  # the shell and two sleeps (plus any init the runtime adds)
             assert stats.cpu_seconds >= 0
             assert stats.memory_bytes > 0
         finally:
