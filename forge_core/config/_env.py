@@ -61,12 +61,15 @@ def substitute_tree(
         if id(node) in seen:
             continue
         seen.add(id(node))
-        entries = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, value in list(entries):
-            if isinstance(value, dict | list):
+        for key, value in list(node.items() if type(node) is dict else enumerate(node)):
+            kind = type(value)
+            if kind is str:
+                if "${" in value:
+                    node[key] = _scalar(value, environ, (*path, key), report)
+            elif kind is dict or kind is list:
                 stack.append((value, (*path, key)))
-            elif isinstance(value, str | datetime.date):
-                node[key] = _scalar(value, environ, (*path, key), report)
+            elif isinstance(value, datetime.date):
+                node[key] = value.isoformat()
     return data
 
 
