@@ -14,11 +14,13 @@ import pytest
 from forge_core.abc import Trigger
 from forge_core.exceptions import ConfigError
 from forge_core.scheduler import CronScheduler, WorkflowState, parse_interval, plan_due
+from forge_core.spec import TaskSpec, WorkflowSpec
 from forge_core.state import StateStore
 from forge_core.state._history import (
     consecutive_failures,
     latest_by_logical_date,
     p95_durations,
+    sla_at_risk,
 )
 
 UTC = UTC
@@ -167,3 +169,17 @@ class TestHistory:
         assert consecutive_failures(store, "etl") == 2
         assert p95_durations(store, "etl")["t"] == pytest.approx(4, abs=0.5)
         assert latest_by_logical_date(store, "etl") == {}
+
+    def test_sla_at_risk_counts_the_chain_still_ahead(self) -> None:
+        """A task is at risk when elapsed time plus the p95 of its unfinished chain passes its
+        SLA; finished tasks and tasks without an SLA never are."""
+        spec = WorkflowSpec(name="etl", tasks=(
+            TaskSpec(name="a", command="true"),
+            TaskSpec(name="b", command="true", depends_on=("a",)),
+            TaskSpec(name="c", command="true", depends_on=("b",), sla=100),
+        ))
+        typical = {"a": 30.0, "b": 30.0, "c": 30.0}
+        assert sla_at_risk(spec, 0, set(), typical) == []
+        assert sla_at_risk(spec, 20, set(), typical) == ["c"]
+        assert sla_at_risk(spec, 20, {"a"}, typical) == []
+        assert sla_at_risk(spec, 200, {"a", "b", "c"}, typical) == []

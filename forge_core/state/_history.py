@@ -4,11 +4,14 @@ runs failed in a row, and how long a task typically takes (p95) for SLA-at-risk 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 
+from ..spec import WorkflowSpec
 from ._store import StateStore
 
-__all__ = ["consecutive_failures", "latest_by_logical_date", "p95_durations"]
+__all__ = [
+    "consecutive_failures", "latest_by_logical_date", "p95_durations", "sla_at_risk",
+]
 
 
 def consecutive_failures(store: StateStore, workflow: str, *, limit: int = 1000) -> int:
@@ -56,3 +59,25 @@ def latest_by_logical_date(store: StateStore, workflow: str) -> dict[str, str]:
         " ORDER BY created_at", (workflow,),
     )
     return {str(r["logical_date"]): str(r["state"]) for r in rows}
+
+
+def sla_at_risk(
+    spec: WorkflowSpec, elapsed: float, done: Set[str], typical: Mapping[str, float]
+) -> list[str]:
+    """Tasks with an SLA, not yet finished, whose SLA falls before ``elapsed`` (seconds since
+    the run started) plus the typical (p95) time of the longest chain of unfinished tasks
+    ending at them. Tasks with no history count as instant."""
+    memo: dict[str, float] = {}
+
+    def remaining(name: str, seen: frozenset[str]) -> float:
+        if name in done or name in seen:
+            return 0.0
+        if name not in memo:
+            task = spec.task(name)
+            ups = [remaining(d, seen | {name}) for d in task.depends_on if d != name]
+            memo[name] = typical.get(name, 0.0) + max(ups, default=0.0)
+        return memo[name]
+
+    return [t.name for t in spec.tasks
+            if t.sla is not None and t.name not in done
+            and elapsed + remaining(t.name, frozenset()) > t.sla]
