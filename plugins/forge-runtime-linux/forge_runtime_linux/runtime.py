@@ -302,11 +302,7 @@ class LinuxRuntime(Runtime):
                     removed.append(entry.name)
                     continue
                 with contextlib.suppress(NotFound):
-                    data = self.state(entry.name)
-                    stale = data.get("status") in ("creating", "removing") and not _alive(
-                        data.get("sup_pid"), data.get("sup_start")
-                    )
-                    if stale and not _alive(data.get("creator"), data.get("creator_start")):
+                    if self._stale(self.state(entry.name)):
                         self.remove_sync(entry.name)
                         removed.append(entry.name)
         known = {e.name for e in self._dir.iterdir()} if self._dir.exists() else set()
@@ -318,6 +314,14 @@ class LinuxRuntime(Runtime):
                     _cgroups.Cgroup(self._layout, f"{self._tag}/{child.name}").remove()
                     removed.append(f"cgroup {child.name}")
         return removed
+
+    def _stale(self, data: dict[str, Any]) -> bool:
+        """A delete that was interrupted, or a create whose creator and supervisor both died."""
+        if data.get("status") == "removing":
+            return True
+        return (data.get("status") == "creating"
+                and not _alive(data.get("creator"), data.get("creator_start"))
+                and not _alive(data.get("sup_pid"), data.get("sup_start")))
 
     async def prune(self) -> list[str]:
         """Delete every stopped container."""
