@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path as FsPath
@@ -14,7 +15,7 @@ import yaml
 
 from ..exceptions import ConfigError, ConfigProblem
 from ..spec import ProjectSpec, Settings, WorkflowSpec
-from ._convert import Path, converter, errors_of, format_path, kind, unknown_field
+from ._convert import Path, converter, errors_of, fast_converter, format_path, kind, unknown_field
 from ._env import substitute_tree
 from ._origins import Origin, register
 from ._source import Document, read_document
@@ -52,6 +53,8 @@ class _Problems:
         return path
 
     def structure(self, data: Any, cl: type[T], path: Path) -> T | None:
+        with contextlib.suppress(Exception):  # failures are explained by the detailed pass
+            return fast_converter.structure(data, cl)
         try:
             return converter.structure(data, cl)
         except Exception as exc:  # every structuring failure becomes a located problem

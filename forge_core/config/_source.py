@@ -126,7 +126,7 @@ def _parse_yaml(text: str, file: str) -> Document:
         root = loader.get_single_node()
         doc = Document(None, root)
         doc.duplicates = list(doc.duplicate_keys())
-        doc.data = loader.construct_document(root) if root is not None else None
+        doc.data = _construct(loader, root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
@@ -134,6 +134,46 @@ def _parse_yaml(text: str, file: str) -> Document:
         raise ConfigError([ConfigProblem(f"invalid YAML: {what}", file=file, line=line)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigProblem(f"invalid YAML: {exc}", file=file)]) from None
+    except RecursionError:
+        raise ConfigError([ConfigProblem("invalid YAML: nested too deeply", file=file)]) from None
     finally:
         loader.dispose()
     return doc
+
+
+_STR, _SEQ, _MAP, _MERGE = (f"tag:yaml.org,2002:{t}" for t in ("str", "seq", "map", "merge"))
+
+
+def _construct(loader: Any, root: yaml.Node) -> Any:
+    """What ``construct_document`` returns, faster: plain strings, lists and mappings are built
+    here; every other tag (numbers, booleans, null, timestamps, ``<<`` merges) goes to the
+    loader's own ``SafeConstructor``."""
+    memo: dict[int, Any] = {}
+
+    def build(node: yaml.Node) -> Any:
+        if id(node) in memo:
+            return memo[id(node)]
+        tag = node.tag
+        if tag == _STR and isinstance(node, yaml.ScalarNode):
+            return node.value
+        if tag == _SEQ and isinstance(node, yaml.SequenceNode):
+            items: list[Any] = []
+            memo[id(node)] = items
+            items.extend(build(item) for item in node.value)
+            return items
+        if (tag == _MAP and isinstance(node, yaml.MappingNode)
+                and all(k.tag != _MERGE for k, _v in node.value)):
+            mapping: dict[Any, Any] = {}
+            memo[id(node)] = mapping
+            for key_node, value_node in node.value:
+                key = build(key_node)
+                try:
+                    mapping[key] = build(value_node)
+                except TypeError:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        "found an unhashable key", key_node.start_mark) from None
+            return mapping
+        return loader.construct_object(node, deep=True)
+
+    return build(root)
