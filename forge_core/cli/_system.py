@@ -10,8 +10,10 @@ import typer
 
 from ._common import JsonOption, emit_json, guard, open_home
 
-plugins_app = typer.Typer(help="Installed plugins and whether they work here.", no_args_is_help=True)
-system_app = typer.Typer(help="Forge's own data: usage and pruning.", no_args_is_help=True)
+plugins_app = typer.Typer(help="Installed plugins and whether they work here.", no_args_is_help=True,
+                          rich_markup_mode=None)
+system_app = typer.Typer(help="Forge's own data: usage and pruning.", no_args_is_help=True,
+                         rich_markup_mode=None)
 
 
 @plugins_app.command("list")

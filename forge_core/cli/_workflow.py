@@ -23,7 +23,8 @@ from ._common import (
     stdout_is_tty,
 )
 
-workflow_app = typer.Typer(help="Run, validate and inspect workflows.", no_args_is_help=True)
+workflow_app = typer.Typer(help="Run, validate and inspect workflows.", no_args_is_help=True,
+                          rich_markup_mode=None)
 
 WorkflowOption = typer.Option(None, "--workflow", "-w", help="Workflow to pick when a file holds several.")
 ParamOption = typer.Option(None, "--param", "-p", help="Override a param: -p key=value (repeatable).")
