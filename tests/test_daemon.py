@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -135,3 +139,67 @@ class TestDaemonScheduling:
                         options=DaemonOptions(host="0.0.0.0"))
         with pytest.raises(ConfigError, match="token"):
             await daemon.serve(handle_signals=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def fetch(url: str, token: str | None = None) -> tuple[int, str]:
+    def get() -> tuple[int, str]:
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}
+                                     if token else {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    return await anyio.to_thread.run_sync(get)
+
+
+class TestDaemonLifecycle:
+    async def test_shutdown_interrupts_runs_past_the_grace_period(self, tmp_path: Path) -> None:
+        """A run still going when the grace period ends is recorded interrupted."""
+        store = StateStore(tmp_path / "state.db")
+        clock = FakeClock()
+        daemon = Daemon(project=ProjectSpec(workflows={"etl": flow(command="sleep 30")}),
+                        home=tmp_path, store=store, clock=clock,
+                        options=DaemonOptions(http=False, tick=3600, reclaim_every=3600,
+                                              grace=0.2))
+        async with anyio.create_task_group() as tg:
+            await tg.start(lambda task_status: daemon.serve(task_status=task_status,
+                                                            handle_signals=False))
+            clock.now += timedelta(hours=1)
+            await daemon.tick()
+            with anyio.fail_after(30):
+                while not store.list_runs("etl", states=("running",)):
+                    await anyio.sleep(0.02)
+            await daemon.shutdown()
+        assert [r.state for r in store.list_runs("etl")] == ["interrupted"]
+
+    async def test_api_over_http_with_a_token(self, tmp_path: Path) -> None:
+        """With a token, the API answers JSON to a bearer and 401 without; probes stay open."""
+        store = StateStore(tmp_path / "state.db")
+        port = free_port()
+        run_id = store.create_run("etl", ["work"])
+        daemon = Daemon(project=ProjectSpec(workflows={"etl": flow()}), home=tmp_path,
+                        store=store, options=DaemonOptions(port=port, token="t0ken-abc",
+                                                           tick=3600, reclaim_every=3600))
+        base = f"http://127.0.0.1:{port}"
+        async with anyio.create_task_group() as tg:
+            await tg.start(lambda task_status: daemon.serve(task_status=task_status,
+                                                            handle_signals=False))
+            probes = [await fetch(f"{base}/healthz"), await fetch(f"{base}/readyz")]
+            denied = await fetch(f"{base}/api/runs")
+            workflows = await fetch(f"{base}/api/workflows", "t0ken-abc")
+            one = await fetch(f"{base}/api/runs/{run_id}", "t0ken-abc")
+            missing = await fetch(f"{base}/api/runs/nope", "t0ken-abc")
+            await daemon.shutdown()
+        assert probes == [(200, "ok\n"), (200, "ready\n")]
+        assert denied[0] == 401
+        assert json.loads(workflows[1])[0]["schedule"] == "@hourly"
+        assert json.loads(one[1])["tasks"][0]["name"] == "work"
+        assert missing[0] == 404

@@ -80,6 +80,7 @@ class Daemon:
     _server: Any = None
     _next_fire: datetime | None = None
     _warned: set[tuple[str, str]] = attrs.field(factory=set)
+    http_done: anyio.Event = attrs.field(factory=anyio.Event)
 
     def __attrs_post_init__(self) -> None:
         self.bus.subscribe(self.metrics.on_event)
@@ -160,6 +161,8 @@ class Daemon:
         self.ready = False
         if self._server is not None:
             self._server.should_exit = True
+            with anyio.move_on_after(10):
+                await self.http_done.wait()
         with anyio.move_on_after(self.options.grace):
             while self._driving:
                 await anyio.sleep(0.1)

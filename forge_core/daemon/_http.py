@@ -179,6 +179,8 @@ async def start_http(daemon: Daemon, *,
             await server.serve()
         except SystemExit:  # uvicorn exits when it cannot bind
             server.should_exit = True
+        finally:
+            daemon.http_done.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(serve)
