@@ -130,6 +130,25 @@ class TestProcessRuntime:
         finally:
             probe.close()
 
+    async def test_a_killed_watchdog_is_replaced(
+        self, runtime: ProcessRuntime, tmp_path: Path
+    ) -> None:
+        """If the watchdog dies, the next start brings up a new one and registers with it."""
+        from forge_core.runtime import _spawn
+
+        await runtime.run(ContainerSpec(command=["true"]))
+        old = _spawn.watchdog()
+        assert old is not None
+        os.kill(old.pid, signal.SIGKILL)
+        os.waitpid(old.pid, 0)
+        handle = await runtime.start(ContainerSpec(command=["sleep", "1000"]))
+        await runtime.remove(handle)
+        new = _spawn.watchdog()
+        assert new is not None
+        assert new.pid != old.pid
+        assert old.broken
+        assert not new.broken
+
     async def test_detached_child_survives_forge(self, tmp_path: Path) -> None:
         """A detached child keeps running (and answers) after its starter is SIGKILLed."""
         probe, ping = FifoProbe(tmp_path / "probe"), tmp_path / "ping"

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["Limit", "Watchdog", "rlimits_for", "spawn", "watchdog", "which"]
+__all__ = ["Limit", "Watchdog", "protect", "rlimits_for", "spawn", "watchdog", "which"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Watchdog:
         self.owner = os.getpid()
         read_end, self._fd = os.pipe()
         try:
-            os.posix_spawn(
+            self.pid = os.posix_spawn(
                 sys.executable,
                 [sys.executable, "-S", "-c", _WATCHDOG_CODE],
                 dict(os.environ),
@@ -62,11 +62,31 @@ class Watchdog:
         finally:
             os.close(read_end)
 
-    def register(self, pgid: int) -> None:
-        os.write(self._fd, b"+%d\n" % pgid)
+        self.broken = False
+
+    def register(self, pgid: int) -> bool:
+        return self._send(b"+%d\n" % pgid)
 
     def unregister(self, pgid: int) -> None:
-        os.write(self._fd, b"-%d\n" % pgid)
+        self._send(b"-%d\n" % pgid)
+
+    def _send(self, line: bytes) -> bool:
+        try:
+            os.write(self._fd, line)
+        except OSError as exc:  # someone killed it: a new one takes over
+            if not self.broken:
+                log.warning("the child watchdog is gone (%s); starting a new one", exc)
+            self.broken = True
+        return not self.broken
+
+
+def protect(pgid: int) -> Watchdog | None:
+    """Register ``pgid`` with the watchdog (a fresh one if the last one died)."""
+    for _ in range(2):
+        current = watchdog()
+        if current is None or current.register(pgid):
+            return current
+    return None
 
 
 def _watchdog_fds(read_end: int) -> list[tuple[Any, ...]]:
@@ -93,7 +113,7 @@ _watchdog: Watchdog | None = None
 def watchdog() -> Watchdog | None:
     """This process's watchdog, started on first use (``None`` where it cannot run)."""
     global _watchdog
-    if _watchdog is None or _watchdog.owner != os.getpid():
+    if _watchdog is None or _watchdog.broken or _watchdog.owner != os.getpid():
         if not hasattr(os, "posix_spawn") or not sys.executable:
             return None
         try:

@@ -180,7 +180,7 @@ def _start(spec: ContainerSpec, env: Mapping[str, str]) -> _Child:
         for fd in theirs:
             os.close(fd)
     if watchdog is not None:
-        watchdog.register(popen.pid)
+        watchdog = _spawn.protect(popen.pid)
     handle = Handle(
         id=f"proc-{secrets.token_hex(6)}",
         runtime="process",
