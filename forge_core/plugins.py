@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
@@ -143,7 +143,7 @@ def load_class(group: str, name: str) -> Any:
 
     # stevedore keeps one of several same-named entry points; a clash must be an error
     claimants = [ep for ep in _entry_points(group) if ep.name == name]
-    mgr = stevedore.NamedExtensionManager(
+    mgr: Any = stevedore.NamedExtensionManager(
         namespace, names=[name], on_load_failure_callback=on_failure,
         on_missing_entrypoints_callback=lambda _missing: None,  # we say it better below
     )

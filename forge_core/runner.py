@@ -21,7 +21,7 @@ import attrs
 from . import plugins
 from .abc import Executor, Runtime
 from .dag._engine import Engine
-from .dag._taskrun import NullRedactor, Redacting, TaskResolver
+from .dag._taskrun import NullRedactor, TaskResolver
 from .events import Event, EventBus
 from .exceptions import ConfigError, PluginError
 from .spec import TaskSpec, WorkflowSpec
@@ -99,7 +99,7 @@ class _Backends:
                 await executor.queue.aclose()
 
 
-def _secrets_for(spec: WorkflowSpec) -> tuple[dict[str, str], Redacting]:
+def _secrets_for(spec: WorkflowSpec) -> tuple[dict[str, str], Any]:
     if not spec.secrets:
         return {}, NullRedactor()
     from .secrets import Redactor, resolve_secrets
@@ -139,7 +139,7 @@ async def _drive(
 
 async def _run_hook(
     spec: WorkflowSpec, run_id: str, ref: str, event: str, payload: Mapping[str, Any],
-    store: StateStore, bus: EventBus, redactor: Redacting,
+    store: StateStore, bus: EventBus, redactor: Any,
 ) -> None:
     from .hooks import run_hook
 

@@ -293,7 +293,8 @@ class TestInspection:
         """)
         forge("run", "w", cwd=tmp_path, env=env)
         show = forge("workflow", "show", "last", cwd=tmp_path, env=env).stdout
-        assert "flaky" in show and "failed" in show
+        assert "flaky" in show
+        assert "failed" in show
         data = json.loads(forge("workflow", "show", "last", "--json", cwd=tmp_path, env=env).stdout)
         flaky = next(t for t in data["tasks"] if t["name"] == "flaky")
         assert [a["exit_code"] for a in flaky["attempts"]] == [1, 1]

@@ -91,7 +91,7 @@ class TestLoading:
 
     def test_an_unknown_name_lists_what_is_installed(self) -> None:
         """A name nobody ships lists the installed names of that group."""
-        with pytest.raises(PluginError, match="installed: .*thread"):
+        with pytest.raises(PluginError, match=r"installed: .*thread"):
             plugins.load_class("executor", "warp")
 
     def test_a_name_claimed_by_two_distributions_is_refused(self, site: Path) -> None:

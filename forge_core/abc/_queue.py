@@ -10,6 +10,7 @@ reclaimed can never complete or fail work now handed to someone else
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -17,7 +18,7 @@ import attrs
 
 from ._common import Availability
 
-__all__ = ["Lease", "NewItem", "Queue", "QueueItem", "QueueStats", "ItemState"]
+__all__ = ["ItemState", "Lease", "NewItem", "Queue", "QueueItem", "QueueStats"]
 
 ItemState = Literal["pending", "reserved", "done", "dead", "cancelled"]
 
@@ -157,7 +158,7 @@ class Queue(abc.ABC):
     async def stats(self) -> QueueStats:
         """Depth by state and by priority, and the oldest waiting age."""
 
-    async def dead_letters(self, limit: int = 100) -> list[QueueItem]:
+    async def dead_letters(self, limit: int = 100) -> builtins.list[QueueItem]:
         """Items that spent their deliveries."""
         return await self.list(state="dead", limit=limit)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import math
 import signal as _signal
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -31,6 +31,10 @@ __all__ = [
     "Stats",
     "Volume",
 ]
+
+
+def _argv(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -78,7 +82,7 @@ class ContainerSpec:
     shell puts ``("/bin/sh", "-c", text)`` there itself.
     """
 
-    command: tuple[str, ...] = attrs.field(converter=tuple)
+    command: tuple[str, ...] = attrs.field(converter=_argv)
     name: str | None = None
     image: str | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
@@ -233,13 +237,15 @@ class Runtime(abc.ABC):
     ) -> tuple[ExitStatus, bool]:
         """Start, wait (stopping it after ``timeout``), remove. Returns (status, timed_out)."""
         handle = await self.start(spec)
-        timed_out = False
         try:
+            status: ExitStatus | None = None
             with anyio.move_on_after(math.inf if timeout is None else timeout):
-                return await self.wait(handle), False
-            timed_out = True
+                status = await self.wait(handle)
+            if status is not None:
+                return status, False
             with anyio.CancelScope(shield=True):
-                return await self.stop(handle, grace), timed_out
+                stopped = await self.stop(handle, grace)
+            return stopped, True
         finally:
             with anyio.CancelScope(shield=True):
                 # whatever happened (done, timed out, cancelled), nothing it started survives

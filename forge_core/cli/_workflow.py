@@ -113,7 +113,7 @@ def _report(record: Any, as_json: bool) -> None:
 def run(
     target: str = typer.Argument(None, help="Workflow name in forge.yml, or a .yml/.yaml/.py file."),
     config: Path = ConfigOption,
-    workflow: str = WorkflowOption,
+    workflow: str | None = WorkflowOption,
     param: list[str] = ParamOption,
     as_json: bool = JsonOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; run nothing."),
