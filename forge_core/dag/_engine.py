@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import attrs
 
-from ..abc import Executor, Outcome, TaskRun
+from ..abc import Executor, Outcome
 from ..events import Event, EventBus
 from ..exceptions import RunLocked
 from ..spec import TaskSpec, WorkflowSpec
@@ -84,9 +84,18 @@ class Engine:
     # -- announcing ----------------------------------------------------------------------
 
     def _emit(self, kind: str, task: str | None = None, **data: Any) -> None:
+        """Store an event, then announce it."""
+        self._announce(kind, task, self._record(kind, task, data))
+
+    def _record(self, kind: str, task: str | None, data: dict[str, Any]) -> dict[str, Any]:
         data = self.resolver.redact(data)
-        at = time.time()
-        self.store.add_event(self.run_id, kind, task=task, data=data, at=at)
+        data["_at"] = time.time()
+        self.store.add_event(self.run_id, kind, task=task,
+                             data={k: v for k, v in data.items() if k != "_at"}, at=data["_at"])
+        return data
+
+    def _announce(self, kind: str, task: str | None, data: dict[str, Any]) -> None:
+        at = data.pop("_at", None) or time.time()
         self.bus.publish(Event(kind=kind, run_id=self.run_id, workflow=self.spec.name,
                                at=at, task=task, data=data))
 
@@ -94,7 +103,11 @@ class Engine:
         """Commit a task state, then announce it."""
         outputs = data.pop("outputs", None)
         next_try_at = data.pop("next_try_at", None)
-        self.store.set_task(self.run_id, task, state, outputs=outputs, next_try_at=next_try_at)
+        with self.store.tx():  # the state and its event commit together
+            self.store.set_task(self.run_id, task, state, outputs=outputs,
+                                next_try_at=next_try_at)
+            if event:
+                self._record(event, task, data)
         was_finished = self._states.get(task) in FINISHED_TASK_STATES
         self._unfinished += was_finished - (state in FINISHED_TASK_STATES)
         self._states[task] = state
@@ -104,7 +117,7 @@ class Engine:
         if next_try_at is not None:
             self._next_try[task] = next_try_at
         if event:
-            self._emit(event, task, **data)
+            self._announce(event, task, data)
         self._wake.set()
 
     # -- the run -------------------------------------------------------------------------
@@ -247,10 +260,12 @@ class Engine:
                 outcome = Outcome(status="failed", error=str(exc), started_at=now, finished_at=now)
                 self._finish_attempt(spec.name, number, outcome)
                 return outcome, number
-            self.store.start_attempt(self.run_id, spec.name, number,
-                                     str(run.log_path) if run.log_path else None)
+            with self.store.tx():
+                self.store.start_attempt(self.run_id, spec.name, number,
+                                         str(run.log_path) if run.log_path else None)
+                started = self._record("task.started", spec.name, {"attempt": number})
             self._states[spec.name] = "running"
-            self._emit("task.started", spec.name, attempt=number)
+            self._announce("task.started", spec.name, started)
             try:
                 outcome = await self.executor_for(spec).submit(run)
             except BaseException:

@@ -112,6 +112,7 @@ class TaskResolver:
     logical_date: str | None = None
     secret_env: Mapping[str, str] = attrs.field(factory=dict)
     redactor: Redacting = attrs.field(factory=NullRedactor)
+    _made_log_dir: bool = attrs.field(default=False, init=False)
 
     @property
     def base_dir(self) -> Path:
@@ -129,12 +130,15 @@ class TaskResolver:
         self, task: TaskSpec, attempt: int, outputs: Mapping[str, Mapping[str, Any]]
     ) -> TaskRun:
         ctx = self.context(outputs)
-        folder = self.home / "logs" / self.run_id / task.name
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self.home / "logs" / self.run_id
+        if not self._made_log_dir:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made_log_dir = True
         common: dict[str, Any] = {
             "run_id": self.run_id, "task": task.name, "attempt": attempt,
             "timeout": task.timeout, "grace": task.grace,
-            "log_path": folder / f"{attempt}.log", "output_path": folder / f"{attempt}.out",
+            "log_path": folder / f"{task.name}.{attempt}.log",
+            "output_path": folder / f"{task.name}.{attempt}.out",
             "skip_exit_codes": () if task.skip_exit_code is None else (task.skip_exit_code,),
         }
         if task.python is not None or task.func is not None:
