@@ -332,15 +332,23 @@ def _exec(plan: dict[str, Any], sync_w: int) -> None:
 
 def _reaper(plan: dict[str, Any], sync_w: int, st_w: int) -> None:
     """Stay PID 1: run the command as a child, forward signals, reap every zombie."""
-    child = os.fork()
+    holder = [0]
+
+    def forward(signum: int, _frame: object) -> None:
+        if os.getpid() == 1 and holder[0]:  # never in the child before its exec
+            with contextlib.suppress(ProcessLookupError):  # already reaped
+                os.kill(holder[0], signum)
+
+    # handlers first: a signal sent right after start() returns must reach the command
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    child = holder[0] = os.fork()
     if child == 0:
         os.close(st_w)
         _become_user(plan)
         _exec(plan, sync_w)
         return
     os.close(sync_w)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, lambda s, _f: os.kill(child, s))
     while True:
         pid, status = os.wait()
         if pid == child:
