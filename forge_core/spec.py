@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-class TriggerRule(str, enum.Enum):
+class TriggerRule(enum.StrEnum):
     """When a task may run, given how its upstream tasks ended (Airflow's names)."""
 
     ALL_SUCCESS = "all_success"

@@ -5,7 +5,16 @@ from ._executor import Executor, Outcome, OutcomeStatus, TaskRun
 from ._image_store import Image, ImageStore, StoreUsage
 from ._queue import ItemState, Lease, NewItem, Queue, QueueItem, QueueStats
 from ._router import Route, Router, RouterHealth, RouteSet
-from ._runtime import ContainerSpec, ExitStatus, Handle, PortMapping, Resources, Runtime, Stats, Volume
+from ._runtime import (
+    ContainerSpec,
+    ExitStatus,
+    Handle,
+    PortMapping,
+    Resources,
+    Runtime,
+    Stats,
+    Volume,
+)
 from ._scheduler import Scheduler, Trigger
 
 __all__ = [
