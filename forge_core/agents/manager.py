@@ -103,6 +103,10 @@ class AgentManager:
         self._final_nack = "final" in inspect.signature(queue.nack).parameters
         self._exclude = "exclude_kinds" in inspect.signature(queue.reserve).parameters
 
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
     def drain(self) -> None:
         """Take no new tasks; finish the running ones, then stop every agent."""
         self._draining.set()

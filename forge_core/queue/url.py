@@ -24,7 +24,10 @@ def default_url() -> str:
 
 
 def url_options(url: str) -> tuple[str, dict[str, Any]]:
-    """Split ``url`` into (plugin name, options). Query parameters become extra options."""
+    """Split ``url`` into (plugin name, options). Query parameters become extra options.
+
+    ``sqlite:///abs/path`` (or ``sqlite:////abs/path``) names an absolute file,
+    ``sqlite://rel/path`` one relative to the working directory."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if not scheme:
@@ -32,8 +35,10 @@ def url_options(url: str) -> tuple[str, dict[str, Any]]:
                           "redis://host:port/db")
     options: dict[str, Any] = dict(parse_qsl(parts.query))
     if scheme == "sqlite":
-        if parts.path:
-            options["path"] = parts.path
+        # sqlite:///abs/path and sqlite:////abs/path are absolute; sqlite://rel/path is relative
+        path = parts.netloc + parts.path if parts.netloc else "/" + parts.path.lstrip("/")
+        if path.strip("/"):
+            options["path"] = path
     elif scheme in ("redis", "rediss"):
         options["url"] = url.split("?", 1)[0]
     else:
