@@ -334,3 +334,17 @@ class TestInspection:
         assert logs == [runs[0]["run_id"]]
         usage = json.loads(forge("system", "usage", "--json", cwd=tmp_path, env=env).stdout)
         assert usage["rows"]["runs"] == 1
+
+    def test_system_gc_removes_logs_of_runs_that_no_longer_exist(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """A log folder whose run is gone from the store is removed; a live one stays."""
+        write(tmp_path / "forge.yml", "workflows:\n  w:\n    tasks:\n      - {name: a, command: echo x}\n")
+        forge("run", "w", cwd=tmp_path, env=env)
+        orphan = tmp_path / "home" / "logs" / "20200101T000000-deadbeef"
+        orphan.mkdir(parents=True)
+        result = forge("system", "gc", "--json", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "logs/20200101T000000-deadbeef" in json.loads(result.stdout)["removed"]
+        assert not orphan.exists()
+        assert len(list((tmp_path / "home" / "logs").iterdir())) == 1

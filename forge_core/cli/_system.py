@@ -83,3 +83,35 @@ def system_prune(
             emit_json({"deleted_runs": [r.run_id for r in victims]})
         else:
             typer.echo(f"deleted {len(victims)} run(s)")
+
+
+@system_app.command("gc")
+def system_gc(as_json: bool = JsonOption) -> None:
+    """Reconcile what crashed Forge processes left behind (containers, cgroups, mounts) and
+    drop orphaned task logs."""
+    from .. import plugins
+    from ..exceptions import PluginError
+
+    with guard():
+        home, store = open_home()
+        removed: list[str] = []
+        try:
+            runtime = plugins.create("runtime", "linux")
+        except PluginError:
+            runtime = None  # no container runtime installed or usable: nothing of it to collect
+        collect = getattr(runtime, "gc", None)
+        if collect is not None:
+            removed.extend(collect())
+        logs = home / "logs"
+        if logs.is_dir():
+            known = {r.run_id for r in store.list_runs(limit=1_000_000)}
+            for folder in logs.iterdir():
+                if folder.name not in known:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(f"logs/{folder.name}")
+        if as_json:
+            emit_json({"removed": removed})
+        else:
+            typer.echo(f"removed {len(removed)} leftover(s)")
+            for item in removed:
+                typer.echo(f"  {item}")
