@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import secrets
 import threading
 import time
-from pathlib import Path
 from typing import Any
+
+from ..state import forge_home  # one definition of where Forge keeps its files
 
 __all__ = ["backoff", "dumps", "forge_home", "loads", "new_id"]
 
@@ -43,9 +43,3 @@ def backoff(attempt: int, *, base: float = 1.0, factor: float = 2.0, cap: float 
     return delay + random.uniform(0, jitter * delay)
 
 
-def forge_home() -> Path:
-    """``$FORGE_HOME``, else ``$XDG_DATA_HOME/forge``, else ``~/.local/share/forge``."""
-    if env := os.environ.get("FORGE_HOME"):
-        return Path(env)
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "forge"
