@@ -1,0 +1,119 @@
+"""Workflows through the queue to long-lived agents: real `forge agent start` processes,
+a real SQLite queue file, agents killed with SIGKILL mid-task."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+PY = sys.executable
+FORGE = [PY, "-c", "from forge_core.cli import main; main()"]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "FORGE_HOME": str(tmp_path / "home"),
+            "FORGE_QUEUE": f"sqlite:///{tmp_path / 'home' / 'queue.db'}"}
+
+
+@pytest.fixture
+def agents(tmp_path: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Two command agents managed by `forge agent start`, stopped (and drained) afterwards."""
+    (tmp_path / "home").mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        [*FORGE, "agent", "start", "--count", "2", "--",
+         PY, "-m", "forge_core.agents.command_agent"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    yield proc
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def forge(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FORGE, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+class TestQueueExecutor:
+    def test_a_workflow_runs_through_agents_with_local_semantics(
+        self, tmp_path: Path, env: dict[str, str], agents: subprocess.Popen[bytes]
+    ) -> None:
+        """Outputs flow downstream, a skip code skips, a failure retries then fails — as local."""
+        (tmp_path / "forge.yml").write_text(textwrap.dedent("""
+            workflows:
+              q:
+                executor: queue
+                tasks:
+                  - name: produce
+                    command: ["python3", "-c", "import os; open(os.environ['FORGE_OUTPUT'],'w').write('n=5')"]
+                  - name: consume
+                    command:
+                      - python3
+                      - -c
+                      - "import sys; sys.exit(0 if sys.argv[1] == '5' else 1)"
+                      - ${{ tasks.produce.outputs.n }}
+                    depends_on: [produce]
+                  - name: maybe
+                    command: ["python3", "-c", "import sys; sys.exit(42)"]
+                    skip_exit_code: 42
+                  - name: broken
+                    command: ["false"]
+                    retries: 1
+                    retry_delay: 0
+        """))
+        env = {**env, "PATH": f"{Path(PY).parent}:{env['PATH']}"}
+        result = forge("run", "q", "--json", cwd=tmp_path, env=env)
+        assert result.returncode == 1, result.stderr
+        tasks = {t["name"]: t for t in json.loads(result.stdout)["tasks"]}
+        assert tasks["produce"]["state"] == "succeeded"
+        assert tasks["produce"]["outputs"] == {"n": "5"}
+        assert tasks["consume"]["state"] == "succeeded"
+        assert tasks["maybe"]["state"] == "skipped"
+        assert [a["exit_code"] for a in tasks["broken"]["attempts"]] == [1, 1]
+
+
+class TestAgentCrash:
+    def test_killing_an_agent_mid_task_loses_no_task(
+        self, tmp_path: Path, env: dict[str, str], agents: subprocess.Popen[bytes]
+    ) -> None:
+        """SIGKILL one agent while it works: every submitted task still ends done."""
+        marker = tmp_path / "started"
+        lines = [json.dumps({"kind": "command", "payload": {
+            "command": [PY, "-c", f"import time; open({str(marker)!r},'a').write('x'); time.sleep(0.3)"]
+        }}) for _ in range(6)]
+        (tmp_path / "tasks.jsonl").write_text("\n".join(lines) + "\n")
+        submitted = forge("task", "submit", "--file", "tasks.jsonl", cwd=tmp_path, env=env)
+        assert submitted.returncode == 0, submitted.stderr
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, "no agent picked up work"
+            time.sleep(0.05)
+        manager = psutil.Process(agents.pid)
+        workers = [c for c in manager.children() if "command_agent" in " ".join(c.cmdline())]
+        assert workers, "no agent process found"
+        workers[0].send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            stats = json.loads(forge("queue", "stats", "--json", cwd=tmp_path, env=env).stdout)
+            by_state = stats["by_state"]
+            if by_state.get("done", 0) == 6:
+                break
+            assert time.monotonic() < deadline, f"tasks not all done: {by_state}"
+            time.sleep(0.2)
+        assert by_state.get("dead", 0) == 0
