@@ -126,7 +126,7 @@ class AgentManager:
     def _spec(self, slot: _Slot) -> ContainerSpec:
         env = {**self.config.env, "FORGE_AGENT_NAME": slot.name, "FORGE_AGENT_POOL":
                self.config.name}
-        return ContainerSpec(command=self.config.command,  # type: ignore[arg-type]
+        return ContainerSpec(command=self.config.command,
                              name=slot.name, env=env,
                              workdir=self.config.workdir, interactive=True,
                              log_path=self.dir / f"{slot.name}.log")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -144,16 +144,6 @@ def open_home(project: Any = None) -> tuple[Path, Any]:
 
 def callback_debug(value: bool) -> None:
     DEBUG["on"] = value
-
-
-Command = Callable[..., Any]
-
-
-def run_sync(fn: Callable[[], Any]) -> Any:
-    """Run an async entry point with anyio, letting Ctrl-C surface as KeyboardInterrupt."""
-    import anyio
-
-    return anyio.run(fn)
 
 
 def stdout_is_tty() -> bool:

@@ -13,7 +13,6 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -85,29 +84,25 @@ class Engine:
 
     def _emit(self, kind: str, task: str | None = None, **data: Any) -> None:
         """Store an event, then announce it."""
-        self._announce(kind, task, self._record(kind, task, data))
+        self.bus.publish(self._record(kind, task, data))
 
-    def _record(self, kind: str, task: str | None, data: dict[str, Any]) -> dict[str, Any]:
-        data = self.resolver.redact(data)
-        data["_at"] = time.time()
-        self.store.add_event(self.run_id, kind, task=task,
-                             data={k: v for k, v in data.items() if k != "_at"}, at=data["_at"])
-        return data
-
-    def _announce(self, kind: str, task: str | None, data: dict[str, Any]) -> None:
-        at = data.pop("_at", None) or time.time()
-        self.bus.publish(Event(kind=kind, run_id=self.run_id, workflow=self.spec.name,
-                               at=at, task=task, data=data))
+    def _record(self, kind: str, task: str | None, data: Mapping[str, Any]) -> Event:
+        """Store an event (inside the caller's transaction, if any); announce it later."""
+        event = Event(kind=kind, run_id=self.run_id, workflow=self.spec.name, at=time.time(),
+                      task=task, data=self.resolver.redact(dict(data)))
+        self.store.add_event(self.run_id, kind, task=task, data=event.data, at=event.at)
+        return event
 
     def _set(self, task: str, state: str, *, event: str | None = None, **data: Any) -> None:
         """Commit a task state, then announce it."""
         outputs = data.pop("outputs", None)
         next_try_at = data.pop("next_try_at", None)
+        announced = None
         with self.store.tx():  # the state and its event commit together
             self.store.set_task(self.run_id, task, state, outputs=outputs,
                                 next_try_at=next_try_at)
             if event:
-                self._record(event, task, data)
+                announced = self._record(event, task, data)
         was_finished = self._states.get(task) in FINISHED_TASK_STATES
         self._unfinished += was_finished - (state in FINISHED_TASK_STATES)
         self._states[task] = state
@@ -116,8 +111,8 @@ class Engine:
             self._outputs[task] = outputs
         if next_try_at is not None:
             self._next_try[task] = next_try_at
-        if event:
-            self._announce(event, task, data)
+        if announced is not None:
+            self.bus.publish(announced)
         self._wake.set()
 
     # -- the run -------------------------------------------------------------------------
@@ -265,7 +260,7 @@ class Engine:
                                          str(run.log_path) if run.log_path else None)
                 started = self._record("task.started", spec.name, {"attempt": number})
             self._states[spec.name] = "running"
-            self._announce("task.started", spec.name, started)
+            self.bus.publish(started)
             try:
                 outcome = await self.executor_for(spec).submit(run)
             except BaseException:
@@ -326,7 +321,3 @@ class Engine:
                 scope.cancel()
                 return
 
-
-def log_dir(home: Path, run_id: str, task: str) -> Path:
-    """Where one task's attempt logs and output files live."""
-    return home / "logs" / run_id / task

@@ -8,7 +8,6 @@ import importlib
 import importlib.util
 import inspect
 import os
-import shlex
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -188,9 +187,3 @@ class TaskResolver:
         if self.secret_env and run.log_path is not None and run.log_path.exists():
             self.redactor.redact_file(run.log_path)
 
-
-def describe_command(run: TaskRun) -> str:
-    """The attempt's command as one line, for plans and logs."""
-    if run.container is not None:
-        return shlex.join(run.container.command)
-    return f"python {run.python or getattr(run.func, '__qualname__', '?')}"

@@ -1,5 +1,7 @@
-"""Runtimes shipped with Forge core: ``process``, a plain child process with rlimits."""
+"""Runtimes shipped with Forge core: ``process``, a plain child process with rlimits; and the
+anyio streams over pipe fds that any runtime's ``attach()`` can hand out."""
 
+from ._streams import FdReceiveStream, FdSendStream
 from .process import ProcessRuntime
 
-__all__ = ["ProcessRuntime"]
+__all__ = ["FdReceiveStream", "FdSendStream", "ProcessRuntime"]

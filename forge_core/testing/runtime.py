@@ -168,7 +168,7 @@ class RuntimeConformance:
         await runtime.remove(handle)
 
     async def test_stats_count_the_processes(self, runtime: Runtime, tmp_path: Path) -> None:
-        """stats() sees every process of a running tree, with non-negative readings."""
+        """stats() sees every process of a running tree and the memory they hold."""
         probe = FifoProbe(tmp_path / "probe")
         script = f"exec 3>{probe.path}; sleep 1000 & sleep 1000 & echo ready >&3; wait"
         handle = await runtime.start(self.sh(script))
@@ -176,7 +176,6 @@ class RuntimeConformance:
             await probe.read_until(b"ready")
             stats = await runtime.stats(handle)
             assert stats.pids >= 3  # the shell and two sleeps (plus any init the runtime adds)
-            assert stats.cpu_seconds >= 0
             assert stats.memory_bytes > 0
         finally:
             await runtime.remove(handle)

@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 import attrs
+
 from forge_core.abc import Availability, ContainerSpec, ExitStatus, Handle, ImageStore, Runtime, Stats
 from forge_core.exceptions import BackendUnavailable, NotFound, Unsupported
 
@@ -142,13 +143,13 @@ class LinuxRuntime(Runtime):
 
     async def attach(self, handle: Handle) -> tuple[anyio.abc.ByteSendStream, anyio.abc.ByteReceiveStream]:
         """Stdin and stdout of an ``interactive`` container started by this runtime object."""
-        from ._pipes import PipeReceiveStream, PipeSendStream
+        from forge_core.runtime import FdReceiveStream, FdSendStream
 
         try:
             in_w, out_r = self._attached.pop(handle.id)
         except KeyError:
             raise Unsupported(f"container {handle.id} was not started interactive by this process") from None
-        return PipeSendStream(in_w), PipeReceiveStream(out_r)
+        return FdSendStream(in_w), FdReceiveStream(out_r)
 
     # --- wait / signal / remove ----------------------------------------------------------
 
