@@ -302,10 +302,20 @@ class LinuxRuntime(Runtime):
                     shutil.rmtree(entry, ignore_errors=True)
                     removed.append(entry.name)
                     continue
-                with contextlib.suppress(NotFound):
-                    if self._stale(self.state(entry.name)):
-                        self.remove_sync(entry.name)
+                try:
+                    data = self.state(entry.name)
+                except NotFound:
+                    # killed between making the directory and writing its journal: the journal
+                    # comes before any mount or cgroup, so there is nothing else to undo. Young
+                    # ones may belong to a create still in progress in another process.
+                    if _age(entry) > _UNJOURNALED_GRACE:
+                        shutil.rmtree(entry, ignore_errors=True)
                         removed.append(entry.name)
+                    continue
+                if self._stale(data):
+                    with contextlib.suppress(NotFound):
+                        self.remove_sync(entry.name)
+                    removed.append(entry.name)
         known = {e.name for e in self._dir.iterdir()} if self._dir.exists() else set()
         for parent in {d.parent for d in _cgroups.Cgroup(self._layout, f"{self._tag}/x").dirs()}:
             if not parent.exists():
@@ -361,3 +371,14 @@ def listener(host_ip: str, port: int) -> socket.socket:
 
 def _now() -> float:
     return time.time()
+
+
+_UNJOURNALED_GRACE = 5.0
+"""Seconds after which a container directory with no readable journal counts as abandoned."""
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from forge_runtime_linux.runtime import LinuxRuntime
 
 pytestmark = [pytest.mark.linux, pytest.mark.root]
@@ -94,3 +94,21 @@ class TestChurn:
                 break
             time.sleep(0.1)
         assert leftovers == ([], [], [], [])
+
+    def test_gc_removes_a_directory_killed_before_its_journal_was_written(
+        self, forge_home: Path
+    ) -> None:
+        """A container directory holding only a half-written journal is collected once it is
+        old enough; a young one (a create in progress elsewhere) is left alone."""
+        rt = LinuxRuntime()
+        rt.containers_dir.mkdir(parents=True, exist_ok=True)
+        old, young = rt.containers_dir / "abandoned0001", rt.containers_dir / "creating0001"
+        for d in (old, young):
+            d.mkdir()
+            (d / "state.tmp").write_text("{")
+        os.utime(old, (time.time() - 3600, time.time() - 3600))
+        removed = rt.gc()
+        assert "abandoned0001" in removed
+        assert not old.exists()
+        assert young.exists()
+        shutil.rmtree(young)
