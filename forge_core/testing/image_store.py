@@ -41,7 +41,9 @@ class ImageStoreConformance:
     def anyio_backend(self) -> str:
         return "asyncio"
 
-    async def test_import_then_get_by_name_and_id_prefix(self, image_store: ImageStore, tmp_path: Path) -> None:
+    async def test_import_then_get_by_name_and_id_prefix(
+        self, image_store: ImageStore, tmp_path: Path
+    ) -> None:
         """An imported image is found by NAME:TAG, by NAME (tag latest) and by an id prefix."""
         src = write_tar(tmp_path / "a.tar", {"etc/hello": b"hi\n"})
         image = await image_store.import_(src, "demo")
@@ -60,7 +62,9 @@ class ImageStoreConformance:
         assert len(await image_store.list()) == 1
         assert set((await image_store.get(one.id)).names) == {"one:1", "two:2"}
 
-    async def test_remove_drops_the_name_then_the_content(self, image_store: ImageStore, tmp_path: Path) -> None:
+    async def test_remove_drops_the_name_then_the_content(
+        self, image_store: ImageStore, tmp_path: Path
+    ) -> None:
         """Removing the last name deletes the content; getting it afterwards is NotFound."""
         image = await image_store.import_(write_tar(tmp_path / "a.tar", {"f": b"x"}), "gone:1")
         await image_store.remove("gone:1")
