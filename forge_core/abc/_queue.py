@@ -5,15 +5,19 @@ At-least-once delivery with leases. Each reservation carries a fencing ``token``
 succeed only with the item's current token, so a holder whose lease expired and was
 reclaimed can never complete or fail work now handed to someone else
 (:class:`~forge_core.exceptions.LeaseLost`). Times are Unix seconds (``time.time()``).
+Waiting is built in: :meth:`Queue.reserve_wait` and :meth:`Queue.wait` sleep on narrow hooks
+that a backend overrides to wake the moment work arrives or an item finishes.
 """
 
 from __future__ import annotations
 
 import abc
 import builtins
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
+import anyio
 import attrs
 
 from ._common import Availability
@@ -21,6 +25,7 @@ from ._common import Availability
 __all__ = ["ItemState", "Lease", "NewItem", "Queue", "QueueItem", "QueueStats"]
 
 ItemState = Literal["pending", "reserved", "done", "dead", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"done", "dead", "cancelled"})
 
 
 def _check_priority(_: object, __: object, value: int) -> None:
@@ -113,20 +118,26 @@ class Queue(abc.ABC):
         *,
         kinds: Sequence[str] | None = None,
         tags: Sequence[str] = (),
+        exclude_kinds: Sequence[str] = (),
     ) -> Lease | None:
         """Lease the most urgent deliverable item (priority, then run_at, then age), or ``None``.
 
-        Expired leases are reclaimed first: their items become deliverable again (or dead once
-        ``max_deliveries`` is reached). Each reservation gets a new, larger fencing token."""
+        ``kinds`` keeps only those kinds, ``exclude_kinds`` drops some (the agent manager's
+        open circuit breakers), and an item with tags goes only to a consumer holding all of
+        them. Expired leases are reclaimed first: their items become deliverable again (or dead
+        once ``max_deliveries`` is reached). Each reservation gets a new, larger fencing token.
+        Never blocks: see :meth:`reserve_wait`."""
 
     @abc.abstractmethod
     async def ack(self, lease: Lease, result: Any = None) -> None:
         """Mark the item done with ``result``. :class:`LeaseLost` if the token is stale."""
 
     @abc.abstractmethod
-    async def nack(self, lease: Lease, error: str, *, retry_at: float | None = None) -> None:
+    async def nack(self, lease: Lease, error: str, *, retry_at: float | None = None,
+                   final: bool = False) -> None:
         """Record a failed delivery; deliver again at ``retry_at`` (default now) or move it to
-        the dead letters when ``max_deliveries`` is spent. :class:`LeaseLost` if stale."""
+        the dead letters when ``max_deliveries`` is spent or ``final`` is true (an error not
+        worth retrying). :class:`LeaseLost` if stale."""
 
     @abc.abstractmethod
     async def extend(self, lease: Lease, seconds: float) -> Lease:
@@ -161,6 +172,53 @@ class Queue(abc.ABC):
     async def dead_letters(self, limit: int = 100) -> builtins.list[QueueItem]:
         """Items that spent their deliveries."""
         return await self.list(state="dead", limit=limit)
+
+    # -- waiting: concrete loops over narrow hooks ---------------------------------------------
+    async def reserve_wait(
+        self,
+        consumer: str,
+        lease: float,
+        *,
+        timeout: float,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] = (),
+        exclude_kinds: Sequence[str] = (),
+        recheck: float = 1.0,
+    ) -> Lease | None:
+        """:meth:`reserve`, waiting up to ``timeout`` seconds for work, or ``None``.
+
+        Between attempts it sleeps in :meth:`wait_for_work`, at most ``recheck`` seconds at a
+        time, so items that become due by the clock (delays, expired leases) are seen too."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = await self.reserve(consumer, lease, kinds=kinds, tags=tags,
+                                     exclude_kinds=exclude_kinds)
+            left = deadline - time.monotonic()
+            if got is not None or left <= 0:
+                return got
+            await self.wait_for_work(min(left, recheck), kinds=kinds)
+
+    async def wait(self, item_id: str, *, timeout: float | None = None) -> QueueItem:
+        """The item once it is done, dead or cancelled, or as it is when ``timeout`` passes.
+        :class:`~forge_core.exceptions.NotFound` if unknown."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            item = await self.get(item_id)
+            left = 3600.0 if deadline is None else deadline - time.monotonic()
+            if item.state in FINISHED or left <= 0:
+                return item
+            await self.wait_for_finish(item_id, min(left, 1.0))
+
+    async def wait_for_work(self, timeout: float, *, kinds: Sequence[str] | None = None) -> None:
+        """Hook: return when new work of ``kinds`` may be deliverable, or after ``timeout``.
+        Returning early by mistake is harmless. The default sleeps a short while; backends
+        override it to wake on a put (Redis: BLPOP on a wake list; sqlite: a commit)."""
+        await anyio.sleep(min(timeout, 0.01))
+
+    async def wait_for_finish(self, item_id: str, timeout: float) -> None:
+        """Hook: return when ``item_id`` may have finished, or after ``timeout``. The default
+        sleeps a short while; backends override it to wake on the finishing transition."""
+        await anyio.sleep(min(timeout, 0.01))
 
     async def aclose(self) -> None:
         """Release connections."""

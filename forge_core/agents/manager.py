@@ -10,13 +10,12 @@ written under ``$FORGE_HOME/agents/`` for ``forge agent list/stop/pause/resume/l
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +49,9 @@ class PoolConfig:
     env: Mapping[str, str] = attrs.field(factory=dict)
     workdir: str | None = None
     lease: float = 30.0
-    poll: float = 0.05
-    """Longest idle wait between reserve attempts (it starts at 1 ms and doubles)."""
+    poll: float = 0.5
+    """Longest an idle agent blocks waiting for work before it re-checks breakers and drain;
+    it wakes at once when work arrives (the queue's ``wait_for_work``)."""
     grace: float = 10.0
     silence_timeout: float | None = None
     """A busy agent that writes nothing for this long is deemed hung and restarted."""
@@ -88,7 +88,8 @@ class _Held:
 class AgentManager:
     """Runs one :class:`PoolConfig` against ``queue`` through ``runtime`` until drained."""
 
-    def __init__(self, queue: Queue, runtime: Runtime, config: PoolConfig) -> None:
+    def __init__(self, queue: Queue, runtime: Runtime, config: PoolConfig, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.queue = queue
         self.runtime = runtime
         self.config = config
@@ -100,8 +101,7 @@ class AgentManager:
                       for i in range(count)]
         self.breakers: dict[str, CircuitBreaker] = {}
         self._draining = anyio.Event()
-        self._final_nack = "final" in inspect.signature(queue.nack).parameters
-        self._exclude = "exclude_kinds" in inspect.signature(queue.reserve).parameters
+        self._clock = clock
 
     @property
     def draining(self) -> bool:
@@ -132,7 +132,7 @@ class AgentManager:
                              log_path=self.dir / f"{slot.name}.log")
 
     async def _slot_loop(self, slot: _Slot) -> None:
-        idle, failures = 0.001, 0
+        failures = 0
         try:
             while not (self._draining.is_set() or slot.stopping):
                 if slot.proc is None and not await self._start(slot, failures):
@@ -143,10 +143,7 @@ class AgentManager:
                     continue
                 lease = await self._reserve(slot)
                 if lease is None:
-                    await anyio.sleep(idle)
-                    idle = min(self.config.poll, idle * 2)
                     continue
-                idle = 0.001
                 if await self._work(slot, lease):
                     failures += 1
                     slot.counters["crashes"] += 1
@@ -181,16 +178,11 @@ class AgentManager:
             slot.proc = None
 
     async def _reserve(self, slot: _Slot) -> Lease | None:
-        kinds = self.config.kinds
-        kw: dict[str, Any] = {}
         shut = [k for k, b in self.breakers.items() if not b.allows()]
-        if shut and self._exclude:
-            kw["exclude_kinds"] = shut
-        elif shut and kinds is not None:
-            kinds = tuple(k for k in kinds if k not in shut)
         try:
-            return await self.queue.reserve(slot.consumer, self.config.lease, kinds=kinds,
-                                            tags=self.config.tags, **kw)
+            return await self.queue.reserve_wait(
+                slot.consumer, self.config.lease, timeout=self.config.poll,
+                kinds=self.config.kinds, tags=self.config.tags, exclude_kinds=shut)
         except BackendUnavailable as exc:
             log.warning("queue unavailable: %s", exc)
             await anyio.sleep(1.0)
@@ -248,8 +240,8 @@ class AgentManager:
                 return False
             if kind == "checkpoint":
                 await self._guard(slot, self.queue.checkpoint(held.lease, msg.get("data")))
-            elif kind == "output":
-                self._log(slot, f"stdout: {msg.get('line')}")
+            elif kind in ("output", "log"):
+                self._log(slot, f"{'stdout' if kind == 'output' else 'log'}: {msg.get('line')}")
 
     async def _finish(self, slot: _Slot, held: _Held, msg: Mapping[str, Any]) -> None:
         if msg.get("ok"):
@@ -268,11 +260,8 @@ class AgentManager:
         if retry and self.config.retry.retryable(error):
             retry_at = time.time() + self.config.retry.delay(lease.item.deliveries)
             await self._guard(slot, self.queue.nack(lease, error, retry_at=retry_at))
-        elif self._final_nack:
-            nack: Any = self.queue.nack
-            await self._guard(slot, nack(lease, error, final=True))
         else:
-            await self._guard(slot, self.queue.ack(lease, {"ok": False, "error": error}))
+            await self._guard(slot, self.queue.nack(lease, error, final=True))
 
     async def _guard(self, slot: _Slot, call: Any) -> bool:
         try:
@@ -287,7 +276,8 @@ class AgentManager:
         return True
 
     def _breaker(self, kind: str) -> CircuitBreaker:
-        return self.breakers.setdefault(kind, CircuitBreaker(self.config.breaker))
+        return self.breakers.setdefault(kind, CircuitBreaker(self.config.breaker,
+                                                                clock=self._clock))
 
     def _log(self, slot: _Slot, line: str) -> None:
         log.info("%s: %s", slot.name, line)

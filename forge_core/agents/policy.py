@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Literal
 
 import attrs
@@ -28,9 +29,12 @@ class BreakerConfig:
 
 @attrs.define
 class CircuitBreaker:
-    """closed → (failures) → open → (``open_for`` elapsed) → half-open → closed or open."""
+    """closed → (failures) → open → (``open_for`` elapsed) → half-open → closed or open.
+
+    ``clock`` (default ``time.monotonic``) is injectable so tests can move time."""
 
     config: BreakerConfig = attrs.field(factory=BreakerConfig)
+    clock: Callable[[], float] = time.monotonic
     _state: BreakerState = "closed"
     _failures: int = 0
     _successes: int = 0
@@ -38,7 +42,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        if self._state == "open" and time.monotonic() - self._opened_at >= self.config.open_for:
+        if self._state == "open" and self.clock() - self._opened_at >= self.config.open_for:
             self._state, self._successes = "half-open", 0
         return self._state
 
@@ -57,7 +61,7 @@ class CircuitBreaker:
             return
         self._failures += 1
         if state == "half-open" or self._failures >= self.config.failure_threshold:
-            self._state, self._opened_at, self._failures = "open", time.monotonic(), 0
+            self._state, self._opened_at, self._failures = "open", self.clock(), 0
 
 
 @attrs.frozen(kw_only=True)

@@ -73,13 +73,12 @@ class QueueExecutor(Executor):
     name: ClassVar[str] = "queue"
 
     def __init__(self, *, concurrency: int = 4, runtime: Runtime | None = None,
-                 queue: Queue | None = None, priority: int = 3, poll: float = 0.05) -> None:
+                 queue: Queue | None = None, priority: int = 3) -> None:
         if queue is None:
             raise ConfigError("the queue executor needs a queue (e.g. --queue sqlite:///path)")
         super().__init__(concurrency=concurrency, runtime=runtime, queue=queue)
         self._queue = queue
         self._priority = priority
-        self._poll = poll
 
     async def execute(self, run: TaskRun) -> Outcome:
         item = NewItem(kind=run.kind, payload=payload_for(run), priority=self._priority,
@@ -93,10 +92,7 @@ class QueueExecutor(Executor):
             raise
 
     async def _wait(self, item_id: str) -> QueueItem:
-        delay = 0.001
         while True:
-            item = await self._queue.get(item_id)
+            item = await self._queue.wait(item_id, timeout=3600)
             if item.state in ("done", "dead", "cancelled"):
                 return item
-            await anyio.sleep(delay)
-            delay = min(self._poll, delay * 2)

@@ -49,8 +49,10 @@ class SQLiteConfig:
 class SQLiteQueue(Queue):
     """A :class:`~forge_core.abc.Queue` in one sqlite file (see the module docstring).
 
-    Beyond the interface: ``reserve(exclude_kinds=…)``, ``nack(final=True)`` (dead-letter
-    now) and :meth:`set_rate_limit` (a token bucket per kind, shared by every process).
+    Beyond the interface: :meth:`set_rate_limit` (a token bucket per kind, shared by every
+    process). Waiting for work or for a result watches ``PRAGMA data_version``, which moves
+    when any other connection commits, so waiters wake within milliseconds of a put or ack
+    from any process without taking the write lock.
     """
 
     name: ClassVar[str] = "sqlite"
@@ -62,6 +64,7 @@ class SQLiteQueue(Queue):
         self.path = Path(chosen) if chosen else forge_home() / "queue.db"
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._watch: sqlite3.Connection | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteQueue({str(self.path)!r})"
@@ -94,9 +97,40 @@ class SQLiteQueue(Queue):
 
     async def aclose(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            for conn in (self._conn, self._watch):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._watch = None
+
+    def _data_version(self) -> int:
+        """A number that changes whenever another connection commits (cheap, no lock)."""
+        try:
+            if self._watch is None:
+                self._connect_once()
+                self._watch = sqlite3.connect(self.path, isolation_level=None,
+                                              check_same_thread=False)
+            return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"queue database {self.path}: {exc}") from None
+
+    def _connect_once(self) -> None:
+        with self._lock:
+            self._connect()
+
+    async def _wait_change(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        start, delay = self._data_version(), 0.0005
+        while (left := deadline - time.monotonic()) > 0:
+            await anyio.sleep(min(delay, left))
+            if self._data_version() != start:
+                return
+            delay = min(0.004, delay * 2)
+
+    async def wait_for_work(self, timeout: float, *, kinds: Sequence[str] | None = None) -> None:
+        await self._wait_change(timeout)
+
+    async def wait_for_finish(self, item_id: str, timeout: float) -> None:
+        await self._wait_change(timeout)
 
     # -- interface ------------------------------------------------------------------------
     async def put(self, item: NewItem) -> str:

@@ -1,13 +1,12 @@
 """``QueueConformance``: the behaviour every :class:`~forge_core.abc.Queue` backend must show.
 
 Subclass it in a backend's tests and override the ``queue`` fixture to yield a fresh, empty
-queue; every test then runs against that backend. Optional extensions (rate limits,
-``exclude_kinds``, ``nack(final=True)``) are tested when the backend has them.
+queue; every test then runs against that backend. The optional rate-limit extension
+(``set_rate_limit``) is tested when the backend has it.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,10 +18,6 @@ from ..abc import Lease, NewItem, Queue, QueueItem
 from ..exceptions import ForgeError, LeaseLost, NotFound
 
 __all__ = ["QueueConformance"]
-
-
-def _has_keyword(method: Any, name: str) -> bool:
-    return name in inspect.signature(method).parameters
 
 
 async def _reserve(queue: Queue, consumer: str = "c1", lease: float = 30.0, **kw: Any) -> Lease:
@@ -315,19 +310,59 @@ class QueueConformance:
 
     async def test_exclude_kinds_skips_them(self, queue: Queue) -> None:
         """reserve(exclude_kinds=…) never delivers those kinds."""
-        if not _has_keyword(queue.reserve, "exclude_kinds"):
-            pytest.skip("backend has no exclude_kinds")
         await queue.put(NewItem(kind="open", priority=1))
         await queue.put(NewItem(kind="ok", priority=5))
-        reserve: Any = queue.reserve
-        assert (await reserve("c", 30, exclude_kinds=["open"])).item.kind == "ok"
-        assert await reserve("c", 30, exclude_kinds=["open"]) is None
+        assert (await _reserve(queue, exclude_kinds=["open"])).item.kind == "ok"
+        assert await queue.reserve("c", 30, exclude_kinds=["open"]) is None
 
     async def test_final_nack_dead_letters_at_once(self, queue: Queue) -> None:
         """nack(final=True) dead-letters the item whatever its budget."""
-        if not _has_keyword(queue.nack, "final"):
-            pytest.skip("backend has no final nack")
         item_id = await queue.put(NewItem(kind="k", max_deliveries=9))
-        nack: Any = queue.nack
-        await nack(await _reserve(queue), "not retryable", final=True)
+        await queue.nack(await _reserve(queue), "not retryable", final=True)
         assert (await queue.get(item_id)).state == "dead"
+
+    async def test_tag_filter_finds_an_item_behind_many_for_others(self, queue: Queue) -> None:
+        """A tagged consumer gets its item even when hundreds of more urgent ones need other tags."""
+        await queue.put_many([NewItem(kind="k", priority=1, tags=("gpu",)) for _ in range(300)])
+        mine = await queue.put(NewItem(kind="k", priority=5, tags=("cpu",)))
+        assert (await _reserve(queue, tags=["cpu"])).item.id == mine
+
+    # -- waiting ------------------------------------------------------------------------------
+    async def test_reserve_wait_wakes_on_a_put(self, queue: Queue) -> None:
+        """A consumer blocked in reserve_wait gets an item put while it waits."""
+        got: list[Lease | None] = []
+
+        async def consume() -> None:
+            got.append(await queue.reserve_wait("c", 30, timeout=20, kinds=["k"]))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await anyio.sleep(0.2)
+            item_id = await queue.put(NewItem(kind="k"))
+        assert got[0] is not None
+        assert got[0].item.id == item_id
+
+    async def test_reserve_wait_times_out_with_none(self, queue: Queue) -> None:
+        """With nothing to deliver reserve_wait gives None once its timeout passes."""
+        await queue.put(NewItem(kind="other"))
+        assert await queue.reserve_wait("c", 30, timeout=0.2, kinds=["k"]) is None
+
+    async def test_wait_returns_the_finished_item(self, queue: Queue) -> None:
+        """wait blocks until the item is acked and returns it with its result."""
+        item_id = await queue.put(NewItem(kind="k"))
+
+        async def work() -> None:
+            await anyio.sleep(0.2)
+            await queue.ack(await _reserve(queue), {"r": 1})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(work)
+            item = await queue.wait(item_id, timeout=20)
+        assert (item.state, item.result) == ("done", {"r": 1})
+
+    async def test_wait_gives_the_item_as_it_is_at_timeout(self, queue: Queue) -> None:
+        """wait with a timeout returns the unfinished item when time runs out."""
+        item_id = await queue.put(NewItem(kind="k"))
+        assert (await queue.wait(item_id, timeout=0.1)).state == "pending"
+        with pytest.raises(NotFound):
+            await queue.wait("0" * 24, timeout=0.1)

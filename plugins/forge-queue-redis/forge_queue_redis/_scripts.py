@@ -1,10 +1,13 @@
 """The Lua scripts that make every queue transition one atomic step inside Redis.
 
 Keys live under a prefix ``P``: ``P i:<id>`` (item hash), ``P keys`` (idempotency key -> id),
-``P ready:<kind>`` (deliverable, score = priority*1e13 + run_at ms), ``P delayed`` and
-``P reserved`` (score = due / expiry time), ``P st:<state>`` and ``P all`` (score = created),
-``P prio`` (pending per priority), ``P age`` (deliverable by run_at), ``P rl:<kind>``
-(token bucket), ``P token`` (fencing counter). Time is Redis's own clock (``TIME``).
+``P q:<n>`` (deliverable items of one kind and tag set, score = priority*1e13 + run_at ms;
+``P qid``/``P qkind``/``P qtags`` map (kind, tags) <-> n), ``P delayed`` and ``P reserved``
+(score = due / expiry time), ``P st:<state>`` and ``P all`` (score = created), ``P prio``
+(pending per priority), ``P age`` (deliverable by run_at), ``P rl:<kind>`` (token bucket),
+``P token`` (fencing counter), ``P wake`` and ``P wake:<kind>`` (short lists of wake-up
+tokens that idle consumers BLPOP), ``P w:<id>``/``P f:<id>`` (a waiter's registration and its
+wake-up). Time is Redis's own clock (``TIME``).
 """
 
 from __future__ import annotations
@@ -16,13 +19,45 @@ local function f(x) return string.format('%.6f', x) end
 local function score(prio, run_at)
   return string.format('%d', prio * 1e13 + math.floor(run_at * 1000))
 end
-local function make_ready(id, kind, prio, run_at, t)
+local function qid(kind, tags)
+  local n = redis.call('HGET', P..'qid', tags..kind)
+  if not n then
+    n = redis.call('INCR', P..'qseq')
+    redis.call('HSET', P..'qid', tags..kind, n)
+    redis.call('HSET', P..'qkind', n, kind)
+    redis.call('HSET', P..'qtags', n, tags)
+  end
+  return n
+end
+local woke = {}
+local function make_ready(id, kind, prio, run_at, t, tags)
   if run_at > t then
     redis.call('ZADD', P..'delayed', f(run_at), id)
   else
-    redis.call('ZADD', P..'ready:'..kind, score(prio, run_at), id)
-    redis.call('SADD', P..'kinds', kind)
+    redis.call('ZADD', P..'q:'..qid(kind, tags), score(prio, run_at), id)
     redis.call('ZADD', P..'age', f(run_at), id)
+    woke[kind] = (woke[kind] or 0) + 1
+  end
+end
+local function push_tokens(key, n)
+  local ones = {}
+  for i = 1, math.min(n, 32) do ones[i] = '1' end
+  redis.call('LPUSH', key, unpack(ones))
+  redis.call('LTRIM', key, 0, 31)
+  redis.call('EXPIRE', key, 300)
+end
+local function wake()
+  local total = 0
+  for kind, n in pairs(woke) do
+    push_tokens(P..'wake:'..kind, n)
+    total = total + n
+  end
+  if total > 0 then push_tokens(P..'wake', total) end
+end
+local function notify(id)
+  if redis.call('DEL', P..'w:'..id) == 1 then
+    redis.call('RPUSH', P..'f:'..id, '1')
+    redis.call('EXPIRE', P..'f:'..id, 60)
   end
 end
 local function set_state(id, from, to)
@@ -32,14 +67,15 @@ local function set_state(id, from, to)
   redis.call('HSET', P..'i:'..id, 'state', to)
 end
 local function to_pending(id, run_at, t)
-  local h = redis.call('HMGET', P..'i:'..id, 'kind', 'priority')
+  local h = redis.call('HMGET', P..'i:'..id, 'kind', 'priority', 'tags')
   redis.call('HSET', P..'i:'..id, 'run_at', f(run_at), 'consumer', '', 'lease_expires_at', '')
   redis.call('HINCRBY', P..'prio', h[2], 1)
-  make_ready(id, h[1], tonumber(h[2]), run_at, t)
+  make_ready(id, h[1], tonumber(h[2]), run_at, t, h[3])
 end
 local function to_dead(id, from, t)
   set_state(id, from, 'dead')
   redis.call('HSET', P..'i:'..id, 'finished_at', f(t), 'consumer', '', 'lease_expires_at', '')
+  notify(id)
 end
 local function held(id, token)
   local h = redis.call('HMGET', P..'i:'..id, 'state', 'token')
@@ -75,10 +111,11 @@ for i = 0, n - 1 do
     redis.call('ZADD', P..'st:pending', f(t), id)
     redis.call('ZADD', P..'all', f(t), id)
     redis.call('HINCRBY', P..'prio', prio, 1)
-    make_ready(id, kind, prio, ra, t)
+    make_ready(id, kind, prio, ra, t, tags)
     out[#out + 1] = id
   end
 end
+wake()
 return out
 """
 
@@ -87,8 +124,8 @@ local t = now()
 local consumer, lease = ARGV[1], tonumber(ARGV[2])
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'delayed', '-inf', f(t), 'LIMIT', 0, 1000)) do
   redis.call('ZREM', P..'delayed', id)
-  local h = redis.call('HMGET', P..'i:'..id, 'kind', 'priority', 'run_at')
-  make_ready(id, h[1], tonumber(h[2]), tonumber(h[3]), t)
+  local h = redis.call('HMGET', P..'i:'..id, 'kind', 'priority', 'run_at', 'tags')
+  make_ready(id, h[1], tonumber(h[2]), tonumber(h[3]), t, h[4])
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'reserved', '-inf', f(t), 'LIMIT', 0, 1000)) do
   redis.call('ZREM', P..'reserved', id)
@@ -101,9 +138,12 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'reserved', '-inf', f(t), 'LI
     to_pending(id, t, t)
   end
 end
-local kinds
-if ARGV[3] ~= '' then kinds = cjson.decode(ARGV[3])
-else kinds = redis.call('SMEMBERS', P..'kinds') end
+wake()
+local only = nil
+if ARGV[3] ~= '' then
+  only = {}
+  for _, k in ipairs(cjson.decode(ARGV[3])) do only[k] = true end
+end
 local skip = {}
 for _, k in ipairs(cjson.decode(ARGV[5])) do skip[k] = true end
 local mine = {}
@@ -113,29 +153,44 @@ local function bucket(kind)
   if not r[1] then return nil end
   return math.min(tonumber(r[2]), tonumber(r[3]) + (t - tonumber(r[4])) * tonumber(r[1]))
 end
-local function tags_ok(id)
-  local tags = redis.call('HGET', P..'i:'..id, 'tags')
+local function tags_ok(tags)
   if tags == '[]' then return true end
+  if next(mine) == nil then return false end
   for _, tag in ipairs(cjson.decode(tags)) do if not mine[tag] then return false end end
   return true
 end
-local best, best_score, best_kind
-for _, kind in ipairs(kinds) do
-  local tokens = bucket(kind)
-  if not skip[kind] and (tokens == nil or tokens >= 1) then
-    local cand = redis.call('ZRANGE', P..'ready:'..kind, 0, 99, 'WITHSCORES')
-    if #cand == 0 and ARGV[3] == '' then redis.call('SREM', P..'kinds', kind) end
-    for j = 1, #cand, 2 do
-      local id, sc = cand[j], tonumber(cand[j + 1])
-      if best_score and (sc > best_score or (sc == best_score and id > best)) then break end
-      if tags_ok(id) then best, best_score, best_kind = id, sc, kind; break end
+-- one ready set per (kind, tag set): the head of each set the consumer may take is a
+-- candidate, so a tag filter never has to scan past items meant for other consumers
+local limited = {}
+local best, best_score, best_kind, best_q
+local sets = redis.call('HGETALL', P..'qkind')
+for j = 1, #sets, 2 do
+  local n, kind = sets[j], sets[j + 1]
+  if (only == nil or only[kind]) and not skip[kind] then
+    if limited[kind] == nil then
+      local tokens = bucket(kind)
+      limited[kind] = tokens ~= nil and tokens < 1
+    end
+    local tags = redis.call('HGET', P..'qtags', n)
+    if not limited[kind] and tags_ok(tags) then
+      local head = redis.call('ZRANGE', P..'q:'..n, 0, 0, 'WITHSCORES')
+      if #head == 0 then
+        redis.call('HDEL', P..'qkind', n)
+        redis.call('HDEL', P..'qtags', n)
+        redis.call('HDEL', P..'qid', tags..kind)
+      else
+        local id, sc = head[1], tonumber(head[2])
+        if not best or sc < best_score or (sc == best_score and id < best) then
+          best, best_score, best_kind, best_q = id, sc, kind, n
+        end
+      end
     end
   end
 end
 if not best then return false end
 local key = P..'i:'..best
 local prio = redis.call('HGET', key, 'priority')
-redis.call('ZREM', P..'ready:'..best_kind, best)
+redis.call('ZREM', P..'q:'..best_q, best)
 redis.call('ZREM', P..'age', best)
 redis.call('HINCRBY', P..'prio', prio, -1)
 local tokens = bucket(best_kind)
@@ -161,6 +216,7 @@ local t = now()
 set_state(id, 'reserved', 'done')
 redis.call('ZREM', P..'reserved', id)
 redis.call('HSET', P..'i:'..id, 'result', ARGV[3], 'finished_at', f(t), 'lease_expires_at', '')
+notify(id)
 return 1
 """
 
@@ -180,6 +236,7 @@ else
   if ARGV[4] ~= '' then retry_at = tonumber(ARGV[4]) end
   set_state(id, 'reserved', 'pending')
   to_pending(id, retry_at, t)
+  wake()
 end
 return 1
 """
@@ -203,10 +260,10 @@ return 1
 
 CANCEL = COMMON + r"""
 local id = ARGV[1]
-local h = redis.call('HMGET', P..'i:'..id, 'state', 'kind', 'priority')
+local h = redis.call('HMGET', P..'i:'..id, 'state', 'kind', 'priority', 'tags')
 if not h[1] then return redis.error_reply('NOTFOUND no queue item '..id) end
 if h[1] == 'pending' then
-  redis.call('ZREM', P..'ready:'..h[2], id)
+  redis.call('ZREM', P..'q:'..qid(h[2], h[4]), id)
   redis.call('ZREM', P..'delayed', id)
   redis.call('ZREM', P..'age', id)
   redis.call('HINCRBY', P..'prio', h[3], -1)
@@ -217,6 +274,7 @@ else
 end
 set_state(id, h[1], 'cancelled')
 redis.call('HSET', P..'i:'..id, 'finished_at', f(now()), 'consumer', '', 'lease_expires_at', '')
+notify(id)
 return 1
 """
 
@@ -232,6 +290,7 @@ local t = now()
 set_state(id, state, 'pending')
 redis.call('HSET', P..'i:'..id, 'deliveries', 0, 'finished_at', '')
 to_pending(id, t, t)
+wake()
 return 1
 """
 
@@ -267,6 +326,15 @@ if #a > 0 then oldest = a[2] end
 local d = redis.call('ZRANGEBYSCORE', P..'delayed', '-inf', f(t), 'WITHSCORES', 'LIMIT', 0, 1)
 if #d > 0 and (oldest == '' or tonumber(d[2]) < tonumber(oldest)) then oldest = d[2] end
 return {states, redis.call('HGETALL', P..'prio'), oldest, f(t)}
+"""
+
+WAITREG = COMMON + r"""
+local state = redis.call('HGET', P..'i:'..ARGV[1], 'state')
+if not state then return redis.error_reply('NOTFOUND no queue item '..ARGV[1]) end
+if state ~= 'done' and state ~= 'dead' and state ~= 'cancelled' then
+  redis.call('SET', P..'w:'..ARGV[1], '1', 'EX', ARGV[2])
+end
+return state
 """
 
 RATE_LIMIT = COMMON + r"""

@@ -49,8 +49,9 @@ class RedisConfig:
 class RedisQueue(Queue):
     """A :class:`~forge_core.abc.Queue` in Redis (see the module docstring).
 
-    Beyond the interface, like the sqlite queue: ``reserve(exclude_kinds=…)``,
-    ``nack(final=True)`` and :meth:`set_rate_limit`.
+    Beyond the interface, like the sqlite queue: :meth:`set_rate_limit`. Idle consumers
+    block in ``BLPOP`` on a wake list that every put pushes to, and :meth:`wait` blocks on a
+    list the finishing transition pushes to, so neither polls.
     """
 
     name: ClassVar[str] = "redis"
@@ -69,7 +70,8 @@ class RedisQueue(Queue):
         )
         self._scripts = {name: self._redis.register_script(getattr(_scripts, name))
                          for name in ("PUT", "RESERVE", "ACK", "NACK", "EXTEND", "CHECKPOINT",
-                                      "CANCEL", "REQUEUE", "LIST", "STATS", "RATE_LIMIT")}
+                                      "CANCEL", "REQUEUE", "LIST", "STATS", "RATE_LIMIT",
+                                      "WAITREG")}
 
     def __repr__(self) -> str:
         return f"RedisQueue({self.url!r})"
@@ -170,6 +172,24 @@ class RedisQueue(Queue):
 
     async def requeue(self, item_id: str) -> None:
         await self._script("REQUEUE", item_id)
+
+    def _block_for(self, timeout: float) -> float:
+        """A BLPOP timeout: at least 1 ms (0 would block forever), below the socket timeout."""
+        return max(0.001, min(timeout, self._config.socket_timeout - 1.0))
+
+    async def wait_for_work(self, timeout: float, *, kinds: Sequence[str] | None = None) -> None:
+        keys = ([f"{self._prefix}wake"] if kinds is None
+                else [f"{self._prefix}wake:{k}" for k in kinds])
+        if keys:
+            block = self._block_for(timeout)
+            await self._call(lambda: self._redis.blpop(keys, timeout=block))
+
+    async def wait_for_finish(self, item_id: str, timeout: float) -> None:
+        block = self._block_for(timeout)
+        state = _text(await self._script("WAITREG", item_id, int(block) + 60))
+        if state not in ("done", "dead", "cancelled"):
+            key = f"{self._prefix}f:{item_id}"
+            await self._call(lambda: self._redis.blpop([key], timeout=block))
 
     async def stats(self) -> QueueStats:
         states, prio, oldest, now = await self._script("STATS")
