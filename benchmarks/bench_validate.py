@@ -1,14 +1,16 @@
 """Benchmark: load and validate a generated 10,000-task workflow (YAML -> specs -> checks).
 
 Prints JSON and a table: wall and CPU time of the whole ``load_project`` (parse, substitution,
-defaults, cattrs, validation), of the YAML parse alone and of ``validate_workflow`` alone, and
-the peak memory (tracemalloc) of one load.
+defaults, cattrs, validation), of the YAML parse alone and of ``validate_workflow`` alone, the
+peak memory (tracemalloc) of one load, and the time to reject the same file with one bad
+dependency in its last task (lines are worked out only then).
 Run: ``python benchmarks/bench_validate.py [--tasks N] [--repeat R]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import random
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from forge_core.config import load_project, validate_workflow
 from forge_core.config._source import read_document
+from forge_core.exceptions import ConfigError
 
 
 def generate(tasks: int, seed: int = 7) -> str:
@@ -45,7 +48,9 @@ def generate(tasks: int, seed: int = 7) -> str:
 
 
 def measure(path: Path, repeat: int) -> dict[str, float]:
-    walls, cpus, parses, checks = [], [], [], []
+    walls, cpus, parses, checks, errors = [], [], [], [], []
+    bad = path.with_name("bad.yml")
+    bad.write_text(path.read_text() + "      - {name: bad, command: x, depends_on: [missing]}\n")
     for _ in range(repeat):
         start = time.perf_counter()
         read_document(path)
@@ -58,13 +63,18 @@ def measure(path: Path, repeat: int) -> dict[str, float]:
         start = time.perf_counter()
         validate_workflow(spec)
         checks.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        with contextlib.suppress(ConfigError):  # the point: it is refused, with a line
+            load_project(bad)
+        errors.append(time.perf_counter() - start)
     tracemalloc.start()
     load_project(path)
     _current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"load_and_validate_s": statistics.median(walls), "best_s": min(walls),
             "cpu_s": statistics.median(cpus), "yaml_parse_s": statistics.median(parses),
-            "validate_only_s": statistics.median(checks), "peak_mb": peak / 2**20}
+            "validate_only_s": statistics.median(checks), "peak_mb": peak / 2**20,
+            "reject_with_line_s": statistics.median(errors)}
 
 
 def main() -> None:
@@ -81,7 +91,7 @@ def main() -> None:
     print(json.dumps(result))
     print(f"{'measure':<24}{'value':>12}")
     for key in ("tasks", "file_kb", "load_and_validate_s", "best_s", "cpu_s", "yaml_parse_s",
-                "validate_only_s", "peak_mb"):
+                "validate_only_s", "peak_mb", "reject_with_line_s"):
         print(f"{key:<24}{result[key]:>12}")
 
 

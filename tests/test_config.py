@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+import yaml
 
 from forge_core.config import (
     find_config,
@@ -18,6 +19,7 @@ from forge_core.config import (
     structure_options,
     validate_workflow,
 )
+from forge_core.config._source import read_document
 from forge_core.exceptions import ConfigError, CycleError
 from forge_core.spec import TaskSpec, TriggerRule, WorkflowSpec
 
@@ -389,6 +391,56 @@ class TestValidateWorkflow:
         bad = attrs.evolve(spec, tasks=(attrs.evolve(spec.tasks[0], retries=-2),))
         where = re.escape(f"{path}:4: workflows.etl.tasks[0].retries")
         with pytest.raises(ConfigError, match=where):
+            validate_workflow(bad)
+
+
+class TestYamlLoading:
+    DOCUMENTS = [
+        "a: 1\nb: [x, 'y', 2.5, null, ~, true, no, 0x1f, 1_000, .nan, 2024-01-01, 2024-01-01T10:00:00Z]",
+        "a: &x {k: v, l: [1, 2]}\nb: *x\nc: &s text\nd: *s",
+        "base: &b {retries: 2}\ntask:\n  <<: *b\n  command: x",
+        "1: a\ntrue: b\n~: c\n2024-01-01: d",
+        "x: !!str 12\ny: !!int '7'\nz: !!float 3\nw: !!binary aGk=\nv: !!set {a, b}",
+        "a: |\n  line one\n  line two\nb: >\n  folded\n  text\nc: \"q\\tq\"\nd: 'it''s'",
+        "- a\n- [b, {c: d}]\n- ''", "plain", "", "---\na: 1\n...\n", "a: &r [1, *r]",
+    ]
+
+    @pytest.mark.parametrize("text", DOCUMENTS)
+    def test_documents_load_as_safe_load_reads_them(self, tmp_path: Path, text: str) -> None:
+        """Whichever path a document takes, its data is exactly what yaml.safe_load returns."""
+        path = write(tmp_path, text)
+        assert repr(read_document(path).data) == repr(yaml.safe_load(text))
+
+    def test_a_problem_deep_in_a_big_file_names_its_line(self, tmp_path: Path) -> None:
+        """Lines are found on demand: the last of 2,000 tasks is reported at its own line."""
+        tasks = "".join(f"  - {{name: t{i}, command: x}}\n" for i in range(1999))
+        path = write(tmp_path, f"workflows:\n  big:\n    tasks:\n{textwrap.indent(tasks, '    ')}"
+                               "      - {name: last, command: x, depends_on: [missing]}\n")
+        assert problems(path) == [
+            f"{path}:2003: workflows.big.tasks[1999].depends_on: task 'last' depends on unknown "
+            "task 'missing'"]
+
+    def test_merge_keys_and_their_problems_are_located(self, tmp_path: Path) -> None:
+        """A file with << merges takes the node path and still names file, line and field."""
+        path = write(tmp_path, "x-common: &common {retries: 2}\n" + wf("""\
+            tasks:
+              - {<<: *common, name: a, command: x}
+              - {<<: *common, name: b, command: x, retrys: 1}
+            """))
+        assert problems(path) == [
+            f"{path}:6: workflows.etl.tasks[1].retrys: unknown field 'retrys'; "
+            "did you mean 'retries'?"]
+
+    def test_lines_come_from_the_text_that_was_loaded(self, tmp_path: Path) -> None:
+        """A file rewritten after loading does not move the lines of what was loaded."""
+        path = write(tmp_path, wf("""\
+            tasks:
+              - {name: a, command: x}
+            """))
+        spec = load_project(path).workflows["etl"]
+        path.write_text("\n" * 50)
+        bad = attrs.evolve(spec, tasks=(attrs.evolve(spec.tasks[0], retries=-2),))
+        with pytest.raises(ConfigError, match=re.escape(f"{path}:4: workflows.etl.tasks[0]")):
             validate_workflow(bad)
 
 

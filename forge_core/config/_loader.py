@@ -18,7 +18,7 @@ from ..spec import ProjectSpec, Settings, WorkflowSpec
 from ._convert import Path, converter, errors_of, fast_converter, format_path, kind, unknown_field
 from ._env import substitute_tree
 from ._origins import Origin, register
-from ._source import Document, read_document
+from ._source import Document, Lines, read_document
 from ._validate import check_workflow, raise_problems
 
 __all__ = ["build_workflow", "find_config", "load_project", "structure_options"]
@@ -147,7 +147,8 @@ def _load_workflow(name: str, body: Any, hooks: dict[Any, Any], doc: Document,
     if spec is None:
         return None
     spec = attrs.evolve(spec, source=probs.file)
-    register(probs.file, spec.name, _origin(spec, doc, wpath, isinstance(body["tasks"], dict)))
+    register(probs.file, spec.name,
+             _origin(spec, doc.lines, wpath, isinstance(body["tasks"], dict)))
     return spec
 
 
@@ -224,24 +225,27 @@ def _key_lines(node: yaml.Node | None) -> dict[str, int]:
     return {str(k.value): k.start_mark.line + 1 for k, _v in node.value}
 
 
-def _origin(spec: WorkflowSpec, doc: Document, wpath: Path, mapping_form: bool) -> Origin:
+def _origin(spec: WorkflowSpec, lines: Lines, wpath: Path, mapping_form: bool) -> Origin:
+    """Where ``spec``'s fields were written; the lines are read from ``lines`` on first use."""
     names = [t.name for t in spec.tasks]
-    origin = Origin(prefix=format_path(wpath), line=doc.line(wpath),
-                    fields=_key_lines(doc.node(wpath)),
-                    defaults=_key_lines(doc.node((*wpath, "defaults"))),
-                    task_names=names,
-                    task_keys=[f"tasks.{n}" if mapping_form else f"tasks[{i}]"
-                               for i, n in enumerate(names)])
-    tasks = doc.node((*wpath, "tasks"))
-    if isinstance(tasks, yaml.SequenceNode):
-        for item in tasks.value:
-            origin.task_fields.append({"": item.start_mark.line + 1, **_key_lines(item)})
-    elif isinstance(tasks, yaml.MappingNode):
-        for key, body in tasks.value:
-            origin.task_fields.append({"": key.start_mark.line + 1, **_key_lines(body)})
-    if len(origin.task_fields) != len(names):
-        origin.task_fields = [{} for _ in names]
-    return origin
+
+    def fill(origin: Origin) -> None:
+        origin.line = lines.line(wpath)
+        origin.fields = _key_lines(lines.node(wpath))
+        origin.defaults = _key_lines(lines.node((*wpath, "defaults")))
+        tasks = lines.node((*wpath, "tasks"))
+        if isinstance(tasks, yaml.SequenceNode):
+            for item in tasks.value:
+                origin.task_fields.append({"": item.start_mark.line + 1, **_key_lines(item)})
+        elif isinstance(tasks, yaml.MappingNode):
+            for key, body in tasks.value:
+                origin.task_fields.append({"": key.start_mark.line + 1, **_key_lines(body)})
+        if len(origin.task_fields) != len(origin.task_names):
+            origin.task_fields = [{} for _ in origin.task_names]
+
+    return Origin(prefix=format_path(wpath), task_names=names, fill=fill,
+                  task_keys=[f"tasks.{n}" if mapping_form else f"tasks[{i}]"
+                             for i, n in enumerate(names)])
 
 
 def build_workflow(data: Mapping[str, Any], *, source: str | None, origin: Origin,

@@ -1,8 +1,8 @@
 """Where each workflow and task was written: lines kept after loading, for later messages.
 
 Keyed by ``(source file, workflow name)`` and by task name, so a spec that was evolved (params
-overridden, tasks selected) still finds its lines. Only top-level field lines are kept, never
-the YAML node tree, so a 10,000-task file costs little memory once loaded.
+overridden, tasks selected) still finds its lines. A loaded file's lines are worked out only
+when a message needs one (``fill``), so loading a valid 10,000-task file pays nothing for them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ Locate = Callable[[int | None, str], dict[str, Any]]
 @attrs.define
 class Origin:
     """Lines of one workflow: its own fields, its ``defaults``, and each task's fields
-    (``""`` is the task's own line). ``task_keys`` say how a task is named in field paths."""
+    (``""`` is the task's own line). ``task_keys`` say how a task is named in field paths;
+    ``fill``, when given, sets the lines the first time one is asked for."""
 
     prefix: str
     line: int | None = None
@@ -36,6 +37,14 @@ class Origin:
     task_names: list[str] = attrs.field(factory=list)
     task_keys: list[str] = attrs.field(factory=list)
     task_fields: list[dict[str, int]] = attrs.field(factory=list)
+    fill: Callable[[Origin], None] | None = None
+
+    def filled(self) -> Origin:
+        """This origin with its lines set (working them out now if they were left for later)."""
+        if self.fill is not None:
+            fill, self.fill = self.fill, None
+            fill(self)
+        return self
 
 
 def register(source: str | None, name: str, origin: Origin) -> None:
@@ -64,6 +73,7 @@ def locator(spec: WorkflowSpec) -> Locate:
 
     def locate(task: int | None, field: str) -> dict[str, Any]:
         head = field.partition(".")[0]
+        origin.filled()
         if task is None:
             return {"line": origin.fields.get(head, origin.line),
                     "field": ".".join(p for p in (origin.prefix, field) if p)}

@@ -1,8 +1,8 @@
 """Reading a config file into plain data plus a way to find the line of any field in it.
 
-YAML is parsed once into a node tree (libyaml's composer when available) and constructed
-from that tree by PyYAML's ``SafeConstructor`` — exactly what ``yaml.safe_load`` does — so
-the node tree that gives line numbers costs no second parse. TOML has no line numbers.
+YAML is loaded with safe-load semantics straight from libyaml's events (no node tree); the
+tree that gives line numbers is built from the kept text only when a problem must be
+reported. TOML has no line numbers.
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ import yaml
 
 from ..exceptions import ConfigError, ConfigProblem
 from ._convert import Path
+from ._events import BaseLoader, Unusual, load_events
 
-__all__ = ["Document", "read_document"]
-
-_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+__all__ = ["Document", "Lines", "read_document"]
 
 
-class _Loader(_Base):  # type: ignore[misc]
-    """The safe loader, remembering each plain scalar's resolved tag: a big workflow repeats
-    the same words thousands of times and resolving is most of the parse time."""
+class _Loader(BaseLoader):  # type: ignore[misc]
+    """The safe loader, remembering each plain scalar's resolved tag (a big workflow repeats
+    the same words thousands of times): builds the node tree that gives line numbers."""
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
@@ -40,14 +39,28 @@ class _Loader(_Base):  # type: ignore[misc]
         return tag
 
 
-class Document:
-    """Parsed data and its node tree; :meth:`line` answers for paths into the file."""
+class Lines:
+    """Line numbers of a YAML text, from a node tree built only when a line is asked for (an
+    error is being reported): loading a valid file never pays for node positions."""
 
-    def __init__(self, data: Any, root: yaml.Node | None) -> None:
-        self.data = data
-        self.root = root
-        self.duplicates: list[tuple[Path, int, int]] = []
+    def __init__(self, text: str | None = None, root: yaml.Node | None = None) -> None:
+        self._text = text
+        self._root = root
         self._keys: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
+
+    @property
+    def root(self) -> yaml.Node | None:
+        """The document's node tree (``None`` for TOML or an empty document)."""
+        if self._text is not None:
+            text, self._text = self._text, None
+            loader = _Loader(text)
+            try:
+                self._root = loader.get_single_node()
+            except yaml.YAMLError:  # cannot happen: the same text was parsed once already
+                self._root = None
+            finally:
+                loader.dispose()
+        return self._root
 
     def node(self, path: Path) -> yaml.Node | None:
         """The node at ``path``, or ``None`` when the path is not in the file."""
@@ -80,28 +93,44 @@ class Document:
             return keys.get(str(part), (None, None))
         return None, None
 
-    def duplicate_keys(self) -> Iterator[tuple[Path, int, int]]:
-        """``(path, line, first line)`` for every key given twice in one mapping, which
-        ``safe_load`` would otherwise let the last one silently win. Run it before the tree is
-        constructed: construction flattens ``<<`` merge keys into the mappings."""
-        stack: list[tuple[yaml.Node, Path]] = [(self.root, ())] if self.root is not None else []
-        seen: set[int] = set()
-        while stack:
-            node, path = stack.pop()
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            if isinstance(node, yaml.MappingNode):
-                firsts: dict[str, yaml.Node] = {}
-                for key, value in node.value:
-                    if isinstance(key, yaml.ScalarNode) and key.value != "<<":
-                        first = firsts.setdefault(key.value, key)
-                        if first is not key:
-                            yield ((*path, key.value), key.start_mark.line + 1,
-                                   first.start_mark.line + 1)
-                        stack.append((value, (*path, key.value)))
-            elif isinstance(node, yaml.SequenceNode):
-                stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
+
+class Document:
+    """Parsed data, the keys given twice, and the :class:`Lines` of the text it came from."""
+
+    def __init__(self, data: Any, lines: Lines | None = None) -> None:
+        self.data = data
+        self.lines = lines or Lines()
+        self.duplicates: list[tuple[Path, int, int]] = []
+
+    def node(self, path: Path) -> yaml.Node | None:
+        return self.lines.node(path)
+
+    def line(self, path: Path) -> int | None:
+        return self.lines.line(path)
+
+
+def _duplicate_keys(root: yaml.Node | None) -> Iterator[tuple[Path, int, int]]:
+    """``(path, line, first line)`` for every key given twice in one mapping, which
+    ``safe_load`` would otherwise let the last one silently win. Run it before the tree is
+    constructed: construction flattens ``<<`` merge keys into the mappings."""
+    stack: list[tuple[yaml.Node, Path]] = [(root, ())] if root is not None else []
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            firsts: dict[str, yaml.Node] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    first = firsts.setdefault(key.value, key)
+                    if first is not key:
+                        yield ((*path, key.value), key.start_mark.line + 1,
+                               first.start_mark.line + 1)
+                    stack.append((value, (*path, key.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
 
 
 def read_document(path: FsPath) -> Document:
@@ -114,19 +143,28 @@ def read_document(path: FsPath) -> Document:
         raise ConfigError([ConfigProblem(f"cannot read the file: {reason}", file=file)]) from None
     if path.suffix == ".toml":
         try:
-            return Document(tomllib.loads(text), None)
+            return Document(tomllib.loads(text))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([ConfigProblem(f"invalid TOML: {exc}", file=file)]) from None
     return _parse_yaml(text, file)
 
 
 def _parse_yaml(text: str, file: str) -> Document:
-    loader = _Loader(text)
+    """The fast path (:func:`load_events`) first; a document it leaves alone is composed into
+    nodes and constructed by PyYAML's ``SafeConstructor``, as ``yaml.safe_load`` would."""
     try:
-        root = loader.get_single_node()
-        doc = Document(None, root)
-        doc.duplicates = list(doc.duplicate_keys())
-        doc.data = _construct(loader, root) if root is not None else None
+        try:
+            return Document(load_events(text), Lines(text))
+        except Unusual:
+            pass
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+            doc = Document(None, Lines(root=root))
+            doc.duplicates = list(_duplicate_keys(root))
+            doc.data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
@@ -136,44 +174,4 @@ def _parse_yaml(text: str, file: str) -> Document:
         raise ConfigError([ConfigProblem(f"invalid YAML: {exc}", file=file)]) from None
     except RecursionError:
         raise ConfigError([ConfigProblem("invalid YAML: nested too deeply", file=file)]) from None
-    finally:
-        loader.dispose()
     return doc
-
-
-_STR, _SEQ, _MAP, _MERGE = (f"tag:yaml.org,2002:{t}" for t in ("str", "seq", "map", "merge"))
-
-
-def _construct(loader: Any, root: yaml.Node) -> Any:
-    """What ``construct_document`` returns, faster: plain strings, lists and mappings are built
-    here; every other tag (numbers, booleans, null, timestamps, ``<<`` merges) goes to the
-    loader's own ``SafeConstructor``."""
-    memo: dict[int, Any] = {}
-
-    def build(node: yaml.Node) -> Any:
-        if id(node) in memo:
-            return memo[id(node)]
-        tag = node.tag
-        if tag == _STR and isinstance(node, yaml.ScalarNode):
-            return node.value
-        if tag == _SEQ and isinstance(node, yaml.SequenceNode):
-            items: list[Any] = []
-            memo[id(node)] = items
-            items.extend(build(item) for item in node.value)
-            return items
-        if (tag == _MAP and isinstance(node, yaml.MappingNode)
-                and all(k.tag != _MERGE for k, _v in node.value)):
-            mapping: dict[Any, Any] = {}
-            memo[id(node)] = mapping
-            for key_node, value_node in node.value:
-                key = build(key_node)
-                try:
-                    mapping[key] = build(value_node)
-                except TypeError:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
-                        "found an unhashable key", key_node.start_mark) from None
-            return mapping
-        return loader.construct_object(node, deep=True)
-
-    return build(root)
