@@ -33,6 +33,8 @@ class Layout:
     v1: dict[str, Path]
     v2: Path | None
     v2_controllers: frozenset[str]
+    rootless: bool = False
+    """Not root: no hierarchy is delegated to us, so no cgroup is made and every limit is refused."""
 
     @property
     def mode(self) -> str:
@@ -64,20 +66,24 @@ def detect() -> Layout:
     if v2 is not None:
         with contextlib.suppress(OSError):
             controllers = frozenset((v2 / "cgroup.controllers").read_text().split())
-    return Layout(v1=v1, v2=v2, v2_controllers=controllers - set(v1))
+    return Layout(v1=v1, v2=v2, v2_controllers=controllers - set(v1), rootless=os.geteuid() != 0)
 
 
 def refuse_unenforceable(layout: Layout, resources: Resources) -> None:
     """Raise :class:`Unsupported` for a limit no mounted controller (or our rights) can enforce."""
     for limit in sorted(resources.asked() & set(_LIMIT_CONTROLLER)):
         controller = _LIMIT_CONTROLLER[limit]
+        if layout.rootless:
+            raise Unsupported(
+                f"cannot enforce {limit} rootless: no cgroup is delegated to uid {os.geteuid()} "
+                f"(cgroup layout: {layout.mode}; v1 controllers cannot be delegated); run as root "
+                "or drop the limit"
+            )
         if not layout.has(controller):
             raise Unsupported(
                 f"cannot enforce {limit}: no {controller} cgroup controller is available "
                 f"on this host (cgroup layout: {layout.mode})"
             )
-        if os.geteuid() != 0 and controller in layout.v1:
-            raise Unsupported(f"cannot enforce {limit} without root: cgroup v1 cannot be delegated")
     if resources.cpu_time is not None:
         raise Unsupported("the linux runtime does not enforce cpu_time; use cpus")
 
@@ -90,6 +96,8 @@ class Cgroup:
     relpath: str
 
     def dirs(self) -> list[Path]:
+        if self.layout.rootless:
+            return []
         out = [mount / self.relpath for c, mount in self.layout.v1.items() if c in _V1_USED]
         if self.layout.v2 is not None and self.layout.v2_controllers:
             out.append(self.layout.v2 / self.relpath)

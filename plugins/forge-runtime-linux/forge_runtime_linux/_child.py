@@ -45,15 +45,7 @@ def supervise(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, go_r: int, list
             if os.getppid() != plan["parent"]:
                 os._exit(1)
         _sys.set_name("forge-sup")
-        flags = _sys.CLONE_NEWUTS | _sys.CLONE_NEWIPC | _sys.CLONE_NEWPID
-        if plan["network"] != "host":
-            flags |= _sys.CLONE_NEWNET
-        if plan["userns"]:
-            flags |= _sys.CLONE_NEWUSER
-        _sys.unshare(flags)
-        if plan["userns"]:
-            send(sync_w, map=os.getpid())
-            os.read(go_r, 1)
+        _namespaces(plan, sync_w, go_r)
         if plan["network"] == "private":
             _loopback_up()
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
@@ -79,6 +71,51 @@ def supervise(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, go_r: int, list
         send(sync_w, error=f"container setup failed: {exc}", kind="backend")
         code = 1
     os._exit(code)
+
+
+def _namespaces(plan: dict[str, Any], sync_w: int, go_r: int) -> None:
+    """Unshare the container's namespaces and mount its root filesystem.
+
+    As root the overlay is mounted by host root in a private mount namespace *before* the user
+    namespace exists (so copy-up runs with host credentials and nothing needs ``userxattr``);
+    PID 1 later unshares a mount namespace of its own, owned by the user namespace, and
+    pivots into it. Rootless, the overlay can only be mounted inside the user namespace.
+    """
+    flags = _sys.CLONE_NEWUTS | _sys.CLONE_NEWIPC | _sys.CLONE_NEWPID
+    if plan["network"] != "host":
+        flags |= _sys.CLONE_NEWNET
+    if plan["rootless"]:
+        _sys.unshare(flags | _sys.CLONE_NEWUSER | _sys.CLONE_NEWNS)
+        _await_maps(sync_w, go_r)
+        _root_mount(plan)
+        return
+    _sys.unshare(_sys.CLONE_NEWNS)
+    _root_mount(plan)
+    if plan["userns"]:
+        _sys.unshare(flags | _sys.CLONE_NEWUSER)
+        _await_maps(sync_w, go_r)
+    else:
+        _sys.unshare(flags)
+
+
+def _await_maps(sync_w: int, go_r: int) -> None:
+    """Ask the parent (outside the user namespace) to write our id maps; wait until it has."""
+    send(sync_w, map=os.getpid())
+    if os.read(go_r, 1) != b"1":
+        raise OSError("the id maps of the user namespace could not be written")
+
+
+def _root_mount(plan: dict[str, Any]) -> None:
+    """The container's copy-on-write root at ``merged``, in this process's mount namespace."""
+    _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_PRIVATE)
+    root = plan["merged"]
+    if plan["overlay"]:
+        opts = f"lowerdir={plan['lower']},upperdir={plan['upper']},workdir={plan['work']}"
+        if plan["rootless"]:
+            opts += ",userxattr"
+        _sys.mount("overlay", root, "overlay", 0, opts)
+    else:
+        _sys.mount(plan["upper"], root, None, _sys.MS_BIND | _sys.MS_REC)
 
 
 def _close_except(keep: set[int]) -> None:
@@ -174,8 +211,12 @@ def init(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, st_w: int) -> None:
     try:
         _sys.prctl(_sys.PR_SET_PDEATHSIG, signal.SIGKILL)
         _sys.set_name("forge-init")
-        cgroup.join()
+        cgroup.join()  # while still host root (unmapped): the cgroup files are host root's
         _sys.unshare(_sys.CLONE_NEWNS)
+        _open_host_paths(plan)
+        if plan["userns"]:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
         with contextlib.suppress(OSError):
             _sys.unshare(_sys.CLONE_NEWCGROUP)
         _stdio(plan)
@@ -192,6 +233,18 @@ def init(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, st_w: int) -> None:
     os._exit(127)
 
 
+def _open_host_paths(plan: dict[str, Any]) -> None:
+    """Hold the root and volume sources open while we can still reach them: once container
+    root is an unprivileged host uid it may not traverse, say, ``/root`` or a 0700 tmp dir."""
+    flags = os.O_PATH | os.O_CLOEXEC
+    _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_PRIVATE)
+    # the overlay came from a more privileged mount namespace, so it is locked here and
+    # pivot_root refuses it; a bind of it onto itself made here is not
+    _sys.mount(plan["merged"], plan["merged"], None, _sys.MS_BIND | _sys.MS_REC)
+    plan["root_fd"] = os.open(plan["merged"], flags | os.O_DIRECTORY)
+    plan["volume_fds"] = [os.open(v["source"], flags) for v in plan["volumes"]]
+
+
 def _stdio(plan: dict[str, Any]) -> None:
     for target, fd in enumerate(plan["stdio"]):
         os.dup2(fd, target)
@@ -202,18 +255,8 @@ def _mkdirs(path: str) -> None:
 
 
 def _filesystem(plan: dict[str, Any]) -> None:
-    _sys.mount(None, "/", None, _sys.MS_REC | _sys.MS_PRIVATE)
-    root = plan["merged"]
-    if plan["overlay"]:
-        opts = f"lowerdir={plan['lower']},upperdir={plan['upper']},workdir={plan['work']}"
-        if plan["userns"]:
-            opts += ",userxattr"
-        _sys.mount("overlay", root, "overlay", 0, opts)
-    else:
-        _sys.mount(plan["upper"], root, None, _sys.MS_BIND | _sys.MS_REC)
-    old = os.path.join(root, ".forge-oldroot")
-    os.mkdir(old, 0o700)
-    os.chdir(root)
+    os.fchdir(plan["root_fd"])
+    os.mkdir(".forge-oldroot", 0o700)
     _sys.pivot_root(".", ".forge-oldroot")
     os.chdir("/")
     _mounts_inside(plan)
@@ -243,14 +286,20 @@ def _mounts_inside(plan: dict[str, Any]) -> None:
     for sub, fstype, opts in (("pts", "devpts", "newinstance,ptmxmode=0666,mode=620"), ("shm", "tmpfs", "mode=1777")):
         _mkdirs(f"/dev/{sub}")
         _sys.mount(fstype, f"/dev/{sub}", fstype, _sys.MS_NOSUID | _sys.MS_NOEXEC, opts)
-    for vol in plan["volumes"]:
+    for vol, fd in zip(plan["volumes"], plan["volume_fds"], strict=True):
         _mkdirs(vol["target"])
-        _sys.mount("/.forge-oldroot" + vol["source"], vol["target"], None, _sys.MS_BIND | _sys.MS_REC)
+        _sys.mount(f"/proc/self/fd/{fd}", vol["target"], None, _sys.MS_BIND | _sys.MS_REC)
         if vol["read_only"]:
-            _sys.mount(None, vol["target"], None, _sys.MS_BIND | _sys.MS_REMOUNT | _sys.MS_RDONLY)
+            _read_only(vol["target"])
     for target in plan["tmpfs"]:
         _mkdirs(target)
         _sys.mount("tmpfs", target, "tmpfs", _sys.MS_NOSUID | _sys.MS_NODEV, "mode=1777")
+
+
+def _read_only(target: str) -> None:
+    """Remount a bind mount read-only, keeping the flags a user namespace may not clear."""
+    kept = os.statvfs(target).f_flag & (_sys.MS_NOSUID | _sys.MS_NODEV | _sys.MS_NOEXEC)
+    _sys.mount(None, target, None, _sys.MS_BIND | _sys.MS_REMOUNT | _sys.MS_RDONLY | kept)
 
 
 def _etc_files(plan: dict[str, Any]) -> None:
@@ -309,7 +358,11 @@ def _group_id(name: str) -> int:
 def _become_user(plan: dict[str, Any]) -> None:
     uid, gid, home = _lookup_user(plan["user"])
     plan["env"].setdefault("HOME", home)
-    os.setgroups([gid])
+    try:
+        os.setgroups([gid])
+    except PermissionError:
+        if not plan["rootless"]:  # a rootless single-id map denies setgroups
+            raise
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
 

@@ -22,7 +22,8 @@ def exec_in(data: dict[str, Any], cgroup: Cgroup, argv: list[str], user: str | N
     pid = data.get("pid")
     if not pid or not os.path.exists(f"/proc/{pid}"):
         raise Unsupported(f"container {data['id']} is not running")
-    fds = [(os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag) for name, flag in _NS]
+    spaces = ((("user", _sys.CLONE_NEWUSER),) if data.get("userns") else ()) + _NS  # the user namespace first
+    fds = [(os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag) for name, flag in spaces]
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:
@@ -32,6 +33,9 @@ def exec_in(data: dict[str, Any], cgroup: Cgroup, argv: list[str], user: str | N
             cgroup.join()
             for fd, flag in fds:
                 _sys.setns(fd, flag)
+                if flag == _sys.CLONE_NEWUSER:
+                    os.setresgid(0, 0, 0)
+                    os.setresuid(0, 0, 0)
             inner = os.fork()
             if inner:
                 code = os.waitstatus_to_exitcode(os.waitpid(inner, 0)[1])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from forge_core.abc import ContainerSpec, Handle, Image
-from forge_core.exceptions import BackendUnavailable, NotFound
+from forge_core.exceptions import BackendUnavailable, NotFound, Unsupported
 
 from . import _cgroups
 from .runtime import _alive, _resolv, _start_time, listener
@@ -37,7 +37,8 @@ def _plan(rt: LinuxRuntime, cid: str, spec: ContainerSpec, image: Image, cdir: P
         "id": cid, "name": spec.name, "image": spec.image, "image_id": image.id,
         "command": list(spec.command), "env": env, "hostname": hostname,
         "workdir": spec.workdir or cfg.get("WorkingDir") or "/", "user": spec.user or cfg.get("User") or None,
-        "network": spec.network, "detach": spec.detach, "init": rt._config.init, "userns": rt._config.userns,
+        "network": spec.network, "detach": spec.detach, "init": rt._config.init,
+        "userns": rt.rootless or rt._config.userns, "rootless": rt.rootless,
         "volumes": [{"source": v.source, "target": v.target, "read_only": v.read_only} for v in spec.volumes],
         "tmpfs": list(spec.tmpfs), "ports": [[p.host_ip, p.host_port, p.container_port] for p in spec.ports],
         "resources": {k: getattr(spec.resources, k) for k in spec.resources.asked()},
@@ -67,6 +68,20 @@ def _prepare_dirs(plan: dict[str, Any], shift: int) -> None:
             os.chown(plan[key], shift, shift)
 
 
+def _id_base(plan: dict[str, Any], image: Image) -> int:
+    """The host uid container root maps to: as root, the owner the image's files were shifted to."""
+    if not plan["userns"] or plan["rootless"]:
+        return 0
+    base = os.stat(image.rootfs).st_uid
+    if base == 0:
+        raise Unsupported(
+            f"image {plan['image']} keeps host root as its files' owner (imported with uid_shift=0), "
+            "so container root in a user namespace could not use them; re-import it with the default "
+            "uid shift, or run with --userns host (userns=False)"
+        )
+    return base
+
+
 async def launch(rt: LinuxRuntime, cid: str, spec: ContainerSpec, image: Image, stdio: tuple[int, int, int] | None) -> Handle:
     cdir = rt.containers_dir / cid
     rt.containers_dir.mkdir(parents=True, exist_ok=True)
@@ -79,8 +94,8 @@ async def launch(rt: LinuxRuntime, cid: str, spec: ContainerSpec, image: Image, 
     listeners = []
     try:
         cgroup.create(spec.resources)
-        shift = getattr(rt._images, "uid_shift", 0) if plan["userns"] else 0
-        _prepare_dirs(plan, shift)
+        shift = _id_base(plan, image)
+        _prepare_dirs(plan, shift if plan["userns"] and not plan["rootless"] else 0)
         listeners = [(listener(ip, hp), cp) for ip, hp, cp in plan["ports"]]
         fds = _stdio_fds(plan, stdio) if stdio is None else []
         handle = await _fork(rt, plan, cgroup, fds or list(stdio or ()), listeners, shift)
@@ -150,13 +165,19 @@ async def _read_reports(sync_r: int, go_w: int, shift: int) -> list[dict[str, An
             line, buf = buf.split(b"\n", 1)
             msg = json.loads(line)
             if "map" in msg:
-                _write_maps(int(msg["map"]), shift)
-                os.write(go_w, b"1")
+                msg = _map(int(msg["map"]), shift, go_w)
             reports.append(msg)
     return reports
 
 
-def _write_maps(pid: int, shift: int) -> None:
-    for name in ("uid_map", "gid_map"):
-        with open(f"/proc/{pid}/{name}", "w") as fh:
-            fh.write(f"0 {shift} 65536\n")
+def _map(pid: int, shift: int, go_w: int) -> dict[str, Any]:
+    """Write the supervisor's id maps and let it go on; a failure becomes its error report."""
+    from ._idmap import write_maps
+
+    try:
+        write_maps(pid, shift)
+    except OSError as exc:
+        os.write(go_w, b"0")
+        return {"error": f"cannot write the user namespace's id maps: {exc}", "kind": "backend"}
+    os.write(go_w, b"1")
+    return {"mapped": pid}

@@ -30,13 +30,9 @@ from forge_core.exceptions import ConfigError, NotFound
 from ._home import forge_home
 from ._tarsafe import Budget, LayerWriter, Limits
 
-__all__ = ["DEFAULT_UID_SHIFT", "SnapshotImageStore", "parse_ref"]
+__all__ = ["SnapshotImageStore", "parse_ref"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_UID_SHIFT = 1_000_000
-"""As root, image files are owned by this host range, which container root maps to."""
-
 
 def parse_ref(ref: str) -> str:
     """``NAME[:TAG]`` with the tag defaulting to ``latest``."""
@@ -47,8 +43,13 @@ def parse_ref(ref: str) -> str:
 
 
 def default_uid_shift() -> int:
-    """0: the runtime's user namespace is opt-in (see the README), so files stay as archived."""
-    return 0
+    """As root, the host range container root maps to (see ``_idmap``); rootless, 0: files
+    belong to the calling user, who is root in its containers."""
+    if os.geteuid() != 0:
+        return 0
+    from ._idmap import host_base
+
+    return host_base()
 
 
 def tree_digest(root: Path) -> tuple[str, int]:
@@ -86,7 +87,8 @@ class SnapshotImageStore(ImageStore):
         max_depth: int = 64
         keep_setuid: bool = False
         uid_shift: int | None = None
-        """Host uid added to file owners (set it to 1000000 with the runtime's ``userns``)."""
+        """Host uid added to file owners; default: as root, the range the runtime's user
+        namespace maps container root to; rootless, 0. Set 0 to keep host ids (``userns=False``)."""
 
     _config: Config = attrs.field(factory=Config, alias="config")
     _root: Path = attrs.field(init=False)

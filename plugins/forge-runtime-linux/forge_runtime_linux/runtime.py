@@ -71,8 +71,11 @@ class LinuxRuntime(Runtime):
     class Config:
         home: str | None = None
         """State directory; default ``$FORGE_HOME``."""
-        userns: bool = False
-        """Run in a user namespace mapping container root to the image store's uid range."""
+        userns: bool = True
+        """As root, run in a user namespace that maps container ids 0-65535 to the unprivileged
+        host range the image's files were shifted into at import; ``False`` keeps host ids
+        (container root is host root, confined by capabilities, seccomp and namespaces).
+        Rootless containers always run in a user namespace."""
         init: bool = True
         """Run a reaping init shim as PID 1 that forwards signals to the command (its only
         child). ``False`` makes the command PID 1 itself, which the kernel shields from
@@ -87,6 +90,7 @@ class LinuxRuntime(Runtime):
 
             image_store = SnapshotImageStore(SnapshotImageStore.Config(root=str(self._home / "images")))
         self._images = image_store
+        self._rootless = os.geteuid() != 0
         self._layout = _cgroups.detect()
         self._tag = "forge-" + _home_tag(self._home)
         self._children: set[int] = set()
@@ -98,9 +102,14 @@ class LinuxRuntime(Runtime):
             return Availability.no("needs Linux")
         if platform.machine() != "x86_64":
             return Availability.no("the seccomp filter is written for x86_64")
-        if os.geteuid() != 0:
-            return Availability.no("needs root (rootless mode is not implemented)")
+        if os.geteuid() != 0 and not _userns_allowed():
+            return Availability.no("rootless containers need unprivileged user namespaces "
+                                   "(sysctl user.max_user_namespaces / kernel.unprivileged_userns_clone)")
         return Availability.yes()
+
+    @property
+    def rootless(self) -> bool:
+        return self._rootless
 
     @property
     def home(self) -> Path:
@@ -115,6 +124,9 @@ class LinuxRuntime(Runtime):
             raise Unsupported("the linux runtime needs an image (ContainerSpec.image)")
         if any(p.protocol != "tcp" for p in spec.ports):
             raise Unsupported("only tcp ports can be published")
+        if self._rootless and not self._config.userns:
+            raise Unsupported("userns=False (--userns host) needs root: rootless containers always "
+                              "run in a user namespace")
         for vol in spec.volumes:
             if not os.path.isabs(vol.source) or not os.path.exists(vol.source):
                 raise NotFound(f"volume source {vol.source!r} does not exist (use an absolute host path)")
@@ -215,10 +227,11 @@ class LinuxRuntime(Runtime):
             data = self.state(handle.id)
             if self._status(data) is not None:
                 return
-            if signum == signal.SIGKILL and _alive(data.get("pid"), data.get("pid_start")):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(data["pid"]), signal.SIGKILL)
-            self.cgroup(data).kill(signum)
+            cgroup = self.cgroup(data)
+            if (signum == signal.SIGKILL or not cgroup.dirs()) and _alive(data.get("pid"), data.get("pid_start")):
+                with contextlib.suppress(ProcessLookupError):  # rootless (no cgroup): PID 1 forwards
+                    os.kill(int(data["pid"]), signum)
+            cgroup.kill(signum)
 
     async def remove(self, handle: Handle) -> None:
         self.remove_sync(handle.id)
@@ -353,6 +366,14 @@ class LinuxRuntime(Runtime):
 
     def remember_child(self, pid: int) -> None:
         self._children.add(pid)
+
+
+def _userns_allowed() -> bool:
+    for path, least in (("/proc/sys/user/max_user_namespaces", 1), ("/proc/sys/kernel/unprivileged_userns_clone", 1)):
+        with contextlib.suppress(OSError, ValueError), open(path) as fh:
+            if int(fh.read()) < least:
+                return False
+    return True
 
 
 def _home_tag(home: Path) -> str:

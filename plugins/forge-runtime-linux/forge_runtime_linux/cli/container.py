@@ -21,10 +21,14 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Daemonless Linux containers.", no_args_is_help=True, pretty_exceptions_enable=False)
 
 
-def _runtime(init: bool = True) -> LinuxRuntime:
+def _runtime(init: bool = True, userns: str = "private") -> LinuxRuntime:
+    from forge_core.exceptions import ConfigError
+
     from ..runtime import LinuxRuntime
 
-    return LinuxRuntime(LinuxRuntime.Config(init=init))
+    if userns not in ("private", "host"):
+        raise ConfigError("--userns must be private or host")
+    return LinuxRuntime(LinuxRuntime.Config(init=init, userns=userns == "private"))
 
 
 def _env(pairs: list[str], files: list[Path]) -> dict[str, str]:
@@ -94,13 +98,15 @@ def run(
     detach: bool = typer.Option(False, "-d", "--detach"),
     timeout: float = typer.Option(None, "--timeout"),
     init: bool = typer.Option(True, "--init/--no-init", help="reaping init shim as PID 1"),
+    userns: str = typer.Option("private", "--userns", help="private: container root is an unprivileged "
+                               "host uid (default); host: container ids are host ids (root only)"),
 ) -> None:
     """Run COMMAND in a new container from IMAGE; exits with the container's exit code."""
     import anyio
 
     opts = dict(locals())
     spec = _spec(image, command or [], opts)
-    rt = _runtime(init)
+    rt = _runtime(init, userns)
     if detach:
         handle = anyio.run(rt.start, spec)
         typer.echo(handle.id)
