@@ -9,7 +9,6 @@ structures its options into the class's own attrs ``Config`` (when it has one), 
 from __future__ import annotations
 
 import importlib
-import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
@@ -18,12 +17,9 @@ import attrs
 
 from .exceptions import PluginError
 
-log = logging.getLogger(__name__)
-
 __all__ = [
     "GROUPS",
     "PluginInfo",
-    "cli_apps",
     "create",
     "distribution_for",
     "list_plugins",
@@ -33,7 +29,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: short group name -> (entry-point namespace, interface "module:Class" or None for cli)
+#: short group name -> (entry-point namespace, interface "module:Class" or None for the CLI's
+#: groups: ``cli`` holds Typer sub-apps, ``cli_fast`` callables ``main(argv) -> int | None``
+#: that ``forge NOUN`` tries before the Typer app is imported; see forge_core.cli._fast)
 GROUPS: dict[str, tuple[str, str | None]] = {
     "runtime": ("forge.runtime", "forge_core.abc:Runtime"),
     "image_store": ("forge.image_store", "forge_core.abc:ImageStore"),
@@ -42,6 +40,7 @@ GROUPS: dict[str, tuple[str, str | None]] = {
     "executor": ("forge.executor", "forge_core.abc:Executor"),
     "scheduler": ("forge.scheduler", "forge_core.abc:Scheduler"),
     "cli": ("forge.cli", None),
+    "cli_fast": ("forge.cli_fast", None),
 }
 
 #: where the plugins Forge's authors ship live, for "install it with" messages
@@ -55,6 +54,7 @@ _KNOWN: dict[tuple[str, str], str] = {
     ("cli", "worker"): "forge-worker-grpc",
     ("cli", "container"): "forge-runtime-linux",
     ("cli", "image"): "forge-runtime-linux",
+    ("cli_fast", "container"): "forge-runtime-linux",
 }
 
 # test registrations: (group, name) -> object, consulted before entry points
@@ -115,6 +115,9 @@ def _dist_of(ep: Any) -> tuple[str, str]:
 
 
 def _check(group: str, name: str, obj: Any, dist: str) -> Any:
+    if group == "cli_fast" and not callable(obj):
+        raise PluginError(f"plugin {name!r} in {_namespace(group)} from {dist} is not callable",
+                          group=group, name=name)
     iface = _interface(group)
     if iface is not None and not (isinstance(obj, type) and issubclass(obj, iface)):
         raise PluginError(
@@ -213,22 +216,13 @@ def _inspect(group: str, ep: Any, dist: str, version: str, *, duplicate: bool) -
                           error=f"{type(exc).__name__}: {exc}")
     if duplicate:
         return PluginInfo(**base, usable=False, reason="name claimed by more than one distribution")
-    if group == "cli":
+    if GROUPS[group][1] is None:  # CLI entries have no available(): loading is the test
         return PluginInfo(**base, usable=True)
     try:
         avail = obj.available()
     except Exception as exc:
         return PluginInfo(**base, usable=False, reason=f"available() failed: {exc}")
     return PluginInfo(**base, usable=avail.ok, reason=avail.reason)
-
-
-def cli_apps() -> Iterator[tuple[str, Any]]:
-    """``(name, typer app)`` for every loadable ``forge.cli`` plugin; broken ones are logged."""
-    for ep in _entry_points("cli"):
-        try:
-            yield ep.name, ep.load()
-        except Exception as exc:
-            log.warning("forge.cli plugin %r failed to load: %s", ep.name, exc)
 
 
 @contextmanager
