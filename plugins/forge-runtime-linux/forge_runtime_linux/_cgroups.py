@@ -105,6 +105,8 @@ class Cgroup:
 
     def create(self, resources: Resources) -> None:
         refuse_unenforceable(self.layout, resources)
+        if self.layout.rootless:
+            return
         if self.layout.v2 is not None and self.layout.v2_controllers:
             self._enable_v2_parent()
         for path in self.dirs():

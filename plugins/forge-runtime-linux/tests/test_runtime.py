@@ -170,7 +170,7 @@ class TestNetwork:
             port = probe.getsockname()[1]
         handle = await runtime.start(ContainerSpec(
             command=("/bin/sh", "-c", "while true; do echo hello | nc -l -p 8080; done"),
-            image="busybox:test", ports=(PortMapping(host_port=port, container_port=8080),)))
+            image="busybox:test", network="private", ports=(PortMapping(host_port=port, container_port=8080),)))
         try:
             data = b""
             with anyio.fail_after(20):
