@@ -140,16 +140,54 @@ def _wait_relaying(pid1: int, listeners: list[tuple[socket.socket, int]]) -> int
     sel = selectors.DefaultSelector()
     sel.register(pidfd, selectors.EVENT_READ, None)
     for lst, port in listeners:
-        sel.register(lst, selectors.EVENT_READ, ("listen", lst, port))
+        kind = "datagram" if lst.type == socket.SOCK_DGRAM else "listen"
+        sel.register(lst, selectors.EVENT_READ, (kind, lst, port, {}))
     open_ends: dict[socket.socket, int] = {}
     while True:
         for key, _ in sel.select():
             if key.data is None:
                 return os.waitpid(pid1, 0)[1]
-            if key.data[0] == "listen":
+            kind = key.data[0]
+            if kind == "listen":
                 _accept(sel, key.data[1], key.data[2], open_ends)
+            elif kind == "datagram":
+                _datagram_in(sel, key.data[1], key.data[2], key.data[3])
+            elif kind == "reply":
+                _datagram_back(key.fileobj, key.data[1], key.data[2])  # type: ignore[arg-type]
             else:
                 _pump(sel, key.fileobj, key.data[1], open_ends)  # type: ignore[arg-type]
+
+
+_UDP_PEERS = 256
+"""Host-side UDP clients remembered per published port; the oldest is forgotten beyond this."""
+
+
+def _datagram_in(sel: selectors.BaseSelector, outer: socket.socket, port: int,
+                 peers: dict[Any, socket.socket]) -> None:
+    """Forward a datagram from a host client into the container, through one connected socket
+    per client so that the container's replies find their way back."""
+    try:
+        data, addr = outer.recvfrom(65535)
+    except OSError:
+        return
+    inner = peers.get(addr)
+    if inner is None:
+        if len(peers) >= _UDP_PEERS:
+            oldest = next(iter(peers))
+            sel.unregister(peers[oldest])
+            peers.pop(oldest).close()
+        inner = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        inner.connect(("127.0.0.1", port))
+        inner.setblocking(False)
+        peers[addr] = inner
+        sel.register(inner, selectors.EVENT_READ, ("reply", outer, addr))
+    with contextlib.suppress(OSError):
+        inner.send(data)
+
+
+def _datagram_back(inner: socket.socket, outer: socket.socket, addr: Any) -> None:
+    with contextlib.suppress(OSError):
+        outer.sendto(inner.recv(65535), addr)
 
 
 def _accept(sel: selectors.BaseSelector, lst: socket.socket, port: int, open_ends: dict[socket.socket, int]) -> None:

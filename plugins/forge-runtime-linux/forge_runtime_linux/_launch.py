@@ -40,7 +40,7 @@ def _plan(rt: LinuxRuntime, cid: str, spec: ContainerSpec, image: Image, cdir: P
         "network": spec.network, "detach": spec.detach, "init": rt._config.init,
         "userns": rt.rootless or rt._config.userns, "rootless": rt.rootless,
         "volumes": [{"source": v.source, "target": v.target, "read_only": v.read_only} for v in spec.volumes],
-        "tmpfs": list(spec.tmpfs), "ports": [[p.host_ip, p.host_port, p.container_port] for p in spec.ports],
+        "tmpfs": list(spec.tmpfs), "ports": [[p.host_ip, p.host_port, p.container_port, p.protocol] for p in spec.ports],
         "resources": {k: getattr(spec.resources, k) for k in spec.resources.asked()},
         "labels": dict(spec.labels), "cgroup": f"{rt.tag}/{cid}", "dir": str(cdir),
         "lower": str(image.rootfs), "upper": str(cdir / "upper"), "work": str(cdir / "work"),
@@ -96,7 +96,7 @@ async def launch(rt: LinuxRuntime, cid: str, spec: ContainerSpec, image: Image, 
         cgroup.create(spec.resources)
         shift = _id_base(plan, image)
         _prepare_dirs(plan, shift if plan["userns"] and not plan["rootless"] else 0)
-        listeners = [(listener(ip, hp), cp) for ip, hp, cp in plan["ports"]]
+        listeners = [(listener(ip, hp, proto), cp) for ip, hp, cp, proto in plan["ports"]]
         fds = _stdio_fds(plan, stdio) if stdio is None else []
         handle = await _fork(rt, plan, cgroup, fds or list(stdio or ()), listeners, shift)
     except BaseException:

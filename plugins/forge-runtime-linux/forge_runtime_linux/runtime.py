@@ -122,8 +122,8 @@ class LinuxRuntime(Runtime):
         self.validate(spec)
         if spec.image is None:
             raise Unsupported("the linux runtime needs an image (ContainerSpec.image)")
-        if any(p.protocol != "tcp" for p in spec.ports):
-            raise Unsupported("only tcp ports can be published")
+        if any(p.protocol not in ("tcp", "udp") for p in spec.ports):
+            raise Unsupported("only tcp and udp ports can be published")
         if self._rootless and not self._config.userns:
             raise Unsupported("userns=False (--userns host) needs root: rootless containers always "
                               "run in a user namespace")
@@ -382,12 +382,21 @@ def _home_tag(home: Path) -> str:
     return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
 
 
-def listener(host_ip: str, port: int) -> socket.socket:
-    """A host-side listening socket for a published port, bound before the fork."""
+def listener(host_ip: str, port: int, protocol: str = "tcp") -> socket.socket:
+    """A host-side socket for a published port (listening for tcp), bound before the fork."""
     try:
-        return socket.create_server((host_ip, port))
+        if protocol == "tcp":
+            return socket.create_server((host_ip, port))
+        family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((host_ip, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
     except OSError as exc:
-        raise BackendUnavailable(f"cannot publish {host_ip}:{port}: {exc.strerror}") from None
+        raise BackendUnavailable(f"cannot publish {host_ip}:{port}/{protocol}: {exc.strerror}") from None
 
 
 def _now() -> float:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from forge_core.abc import Volume
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
@@ -35,6 +37,15 @@ def make_rootfs(root: Path) -> Path:
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
     (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
     return root
+
+
+def host_python() -> tuple[str, tuple[Volume, ...]]:
+    """This interpreter and the read-only volumes that let it run inside a busybox container
+    (its prefix at the same path, the host's libraries at /lib and /lib64): a server busybox lacks."""
+    prefix = os.path.realpath(sys.base_prefix)
+    vols = [Volume(source=prefix, target=prefix, read_only=True)]
+    vols += [Volume(source=os.path.realpath(d), target=d, read_only=True) for d in ("/lib", "/lib64") if os.path.exists(d)]
+    return os.path.realpath(sys.executable), tuple(vols)
 
 
 @pytest.fixture(scope="session")

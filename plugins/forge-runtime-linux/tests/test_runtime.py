@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -14,6 +15,8 @@ from forge_core.exceptions import NotFound, Unsupported
 
 from forge_runtime_linux import _cgroups
 from forge_runtime_linux.runtime import LinuxRuntime
+
+from .conftest import host_python
 
 pytestmark = [pytest.mark.linux, pytest.mark.root, pytest.mark.anyio]
 
@@ -182,6 +185,31 @@ class TestNetwork:
                         pass
                     await anyio.sleep(0.05)
             assert data == b"hello\n"
+        finally:
+            await runtime.remove(handle)
+
+    async def test_published_udp_port_answers_from_the_host(self, runtime: LinuxRuntime) -> None:
+        """A UDP echo server inside answers datagrams sent to the published host port."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        echo = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 53))\n"
+                "while True: d, a = s.recvfrom(100); s.sendto(b'echo ' + d, a)")
+        python, volumes = host_python()
+        handle = await runtime.start(ContainerSpec(
+            command=(python, "-S", "-c", echo), image="busybox:test", network="private", volumes=volumes,
+            ports=(PortMapping(host_port=port, container_port=53, protocol="udp"),)))
+        try:
+            answer = b""
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.settimeout(0.2)
+                client.connect(("127.0.0.1", port))
+                with anyio.fail_after(20):
+                    while not answer:
+                        client.send(b"ping")
+                        with contextlib.suppress(TimeoutError):
+                            answer = client.recv(100)
+            assert answer == b"echo ping"
         finally:
             await runtime.remove(handle)
 

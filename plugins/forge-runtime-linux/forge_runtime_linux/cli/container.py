@@ -59,11 +59,13 @@ def _spec(image: str, command: list[str], opts: dict[str, Any]) -> ContainerSpec
         volumes.append(Volume(source=os.path.abspath(parts[0]), target=parts[1], read_only=parts[2:] == ["ro"]))
     ports = []
     for p in opts["publish"]:
-        bits = p.split(":")
-        if len(bits) not in (2, 3) or not all(b.isdigit() for b in bits[-2:]):
-            raise ConfigError(f"bad port {p!r}; use [IP:]HOST:CTR")
+        mapping, _, proto = p.partition("/")
+        bits = mapping.split(":")
+        if len(bits) not in (2, 3) or not all(b.isdigit() for b in bits[-2:]) or proto not in ("", "tcp", "udp"):
+            raise ConfigError(f"bad port {p!r}; use [IP:]HOST:CTR[/tcp|/udp]")
         ip = bits[0] if len(bits) == 3 else "127.0.0.1"
-        ports.append(PortMapping(host_port=int(bits[-2]), container_port=int(bits[-1]), host_ip=ip))
+        ports.append(PortMapping(host_port=int(bits[-2]), container_port=int(bits[-1]), host_ip=ip,
+                                 protocol="udp" if proto == "udp" else "tcp"))
     if opts["network"] not in ("private", "none", "host"):
         raise ConfigError("--network must be private, none or host")
     return ContainerSpec(
