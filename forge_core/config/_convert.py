@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import functools
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -124,7 +125,13 @@ def _optional(fn: Callable[[object], Any]) -> Callable[[Any, Any], Any]:
     return lambda v, _t: None if v is None else fn(v)
 
 
-_DURATION_HOOK = _optional(parse_duration)
+@functools.lru_cache(maxsize=256)
+def _duration_text(text: str) -> float:
+    """:func:`parse_duration` of a string, remembered: defaults repeat one value per task."""
+    return parse_duration(text)
+
+
+_DURATION_HOOK = _optional(lambda v: _duration_text(v) if type(v) is str else parse_duration(v))
 _SIZE_HOOK = _optional(parse_size)
 
 #: per record: field -> special hook; fields named here and omitted ones never come from files

@@ -61,7 +61,8 @@ def substitute_tree(
         if id(node) in seen:
             continue
         seen.add(id(node))
-        for key, value in list(node.items() if type(node) is dict else enumerate(node)):
+        # values are replaced in place, never added or removed: no copy of the items
+        for key, value in (node.items() if type(node) is dict else enumerate(node)):
             kind = type(value)
             if kind is str:
                 if "${" in value:
