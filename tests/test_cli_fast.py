@@ -130,6 +130,21 @@ class TestFastPath:
         assert infos[("cli", "fpnoun")]["usable"]
 
 
+class TestPluginNouns:
+    def test_a_broken_cli_plugin_breaks_neither_help_nor_other_nouns(self, site: Path) -> None:
+        """A forge.cli sub-app that fails to import is one warning line; the rest works."""
+        make_dist(site, "fp-bad-app", "[forge.cli]\nfpbad = fp_bad_app:app\n",
+                  {"fp_bad_app": "raise ImportError('libui.so.2 not found')\n"})
+        result = forge(site, "--help")
+        assert result.returncode == 0
+        assert {"workflow", "fpnoun"} <= {line.split()[0] for line in
+                                          result.stdout.split("Commands:")[1].splitlines() if line}
+        assert "forge.cli plugin 'fpbad' from fp_bad_app failed to load" in result.stderr
+        assert "libui.so.2" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert forge(site, "fpnoun", "decline").stdout.endswith("typer ran decline\n")
+
+
 @pytest.fixture
 def on_path(site: Path) -> Iterator[Path]:
     sys.path.insert(0, str(site))
