@@ -15,9 +15,8 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
-import attrs
-from forge_core.abc import Resources, Stats
 from forge_core.exceptions import Unsupported
 
 __all__ = ["Cgroup", "Layout", "detect"]
@@ -26,15 +25,16 @@ _V1_USED = ("memory", "cpu", "cpuacct", "pids")
 _LIMIT_CONTROLLER = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
 
 
-@attrs.frozen
-class Layout:
-    """Where each controller lives: ``v1`` maps controller -> mount, ``v2`` is the unified mount."""
+class Layout(NamedTuple):
+    """Where each controller lives: ``v1`` maps controller -> mount, ``v2`` is the unified mount
+    and ``v2_controllers`` the ones Forge uses there. ``rootless``: no hierarchy is delegated to
+    us, so no cgroup is made and every limit is refused. (A NamedTuple, not attrs: the fast CLI
+    path imports this module.)"""
 
     v1: dict[str, Path]
     v2: Path | None
     v2_controllers: frozenset[str]
     rootless: bool = False
-    """Not root: no hierarchy is delegated to us, so no cgroup is made and every limit is refused."""
 
     @property
     def mode(self) -> str:
@@ -66,12 +66,14 @@ def detect() -> Layout:
     if v2 is not None:
         with contextlib.suppress(OSError):
             controllers = frozenset((v2 / "cgroup.controllers").read_text().split())
-    return Layout(v1=v1, v2=v2, v2_controllers=controllers - set(v1), rootless=os.geteuid() != 0)
+    used = frozenset(_V1_USED) - set(v1)  # a v2 controller Forge never writes (hugetlb…) needs no cgroup
+    return Layout(v1=v1, v2=v2, v2_controllers=controllers & used, rootless=os.geteuid() != 0)
 
 
-def refuse_unenforceable(layout: Layout, resources: Resources) -> None:
-    """Raise :class:`Unsupported` for a limit no mounted controller (or our rights) can enforce."""
-    for limit in sorted(resources.asked() & set(_LIMIT_CONTROLLER)):
+def refuse_unenforceable(layout: Layout, limits: dict[str, Any]) -> None:
+    """Raise :class:`Unsupported` for a limit (``Resources`` field name -> value, only those
+    asked for) that no mounted controller, or our rights, can enforce."""
+    for limit in sorted(set(limits) & set(_LIMIT_CONTROLLER)):
         controller = _LIMIT_CONTROLLER[limit]
         if layout.rootless:
             raise Unsupported(
@@ -84,16 +86,16 @@ def refuse_unenforceable(layout: Layout, resources: Resources) -> None:
                 f"cannot enforce {limit}: no {controller} cgroup controller is available "
                 f"on this host (cgroup layout: {layout.mode})"
             )
-    if resources.cpu_time is not None:
+    if limits.get("cpu_time") is not None:
         raise Unsupported("the linux runtime does not enforce cpu_time; use cpus")
 
 
-@attrs.define
 class Cgroup:
     """One container's cgroup in every hierarchy Forge uses."""
 
-    layout: Layout
-    relpath: str
+    def __init__(self, layout: Layout, relpath: str) -> None:
+        self.layout = layout
+        self.relpath = relpath
 
     def dirs(self) -> list[Path]:
         if self.layout.rootless:
@@ -103,15 +105,16 @@ class Cgroup:
             out.append(self.layout.v2 / self.relpath)
         return list(dict.fromkeys(out))
 
-    def create(self, resources: Resources) -> None:
-        refuse_unenforceable(self.layout, resources)
+    def create(self, limits: dict[str, Any]) -> None:
+        """Make the directories and write ``limits`` (as :func:`refuse_unenforceable` takes them)."""
+        refuse_unenforceable(self.layout, limits)
         if self.layout.rootless:
             return
         if self.layout.v2 is not None and self.layout.v2_controllers:
             self._enable_v2_parent()
         for path in self.dirs():
             path.mkdir(parents=True, exist_ok=True)
-        self._limit(resources)
+        self._limit(limits)
 
     def _enable_v2_parent(self) -> None:
         assert self.layout.v2 is not None
@@ -128,28 +131,29 @@ class Cgroup:
         assert self.layout.v2 is not None
         return self.layout.v2 / self.relpath / v2name
 
-    def _limit(self, res: Resources) -> None:
+    def _limit(self, limits: dict[str, Any]) -> None:
+        memory, cpus, pids = limits.get("memory"), limits.get("cpus"), limits.get("pids")
         try:
-            if res.memory is not None:
+            if memory is not None:
                 if "memory" in self.layout.v1:
-                    self._file("memory", "memory.limit_in_bytes", "").write_text(str(res.memory))
+                    self._file("memory", "memory.limit_in_bytes", "").write_text(str(memory))
                     swap = self._file("memory", "memory.memsw.limit_in_bytes", "")
                     if swap.exists():
-                        swap.write_text(str(res.memory))
+                        swap.write_text(str(memory))
                 else:
-                    self._file("memory", "", "memory.max").write_text(str(res.memory))
+                    self._file("memory", "", "memory.max").write_text(str(memory))
                     with contextlib.suppress(FileNotFoundError):
                         self._file("memory", "", "memory.swap.max").write_text("0")
-            if res.cpus is not None:
+            if cpus is not None:
                 period = 100_000
-                quota = max(1000, int(res.cpus * period))
+                quota = max(1000, int(cpus * period))
                 if "cpu" in self.layout.v1:
                     self._file("cpu", "cpu.cfs_period_us", "").write_text(str(period))
                     self._file("cpu", "cpu.cfs_quota_us", "").write_text(str(quota))
                 else:
                     self._file("cpu", "", "cpu.max").write_text(f"{quota} {period}")
-            if res.pids is not None:
-                self._file("pids", "pids.max", "pids.max").write_text(str(res.pids))
+            if pids is not None:
+                self._file("pids", "pids.max", "pids.max").write_text(str(pids))
         except OSError as exc:
             raise Unsupported(f"the kernel refused a resource limit ({exc.strerror}: {exc.filename})") from None
 
@@ -182,7 +186,8 @@ class Cgroup:
         counts = dict(line.split() for line in text.splitlines() if len(line.split()) == 2)
         return int(counts.get("oom_kill", "0")) > 0
 
-    def stats(self) -> Stats:
+    def stats(self) -> tuple[float, int, int]:
+        """CPU seconds, memory bytes and process count."""
         def read(controller: str, v1name: str, v2name: str) -> str:
             with contextlib.suppress(OSError, AssertionError):
                 return self._file(controller, v1name, v2name).read_text()
@@ -196,7 +201,7 @@ class Cgroup:
             cpu = int(fields.get("usage_usec", 0)) / 1e6
         mem = read("memory", "memory.usage_in_bytes", "memory.current") if self.layout.has("memory") else ""
         pids = read("pids", "pids.current", "pids.current") if self.layout.has("pids") else ""
-        return Stats(cpu_seconds=cpu, memory_bytes=int(mem or 0), pids=int(pids or len(self.pids())))
+        return cpu, int(mem or 0), int(pids or len(self.pids()))
 
     def remove(self) -> None:
         """Kill what is left and remove every directory; a missing one is fine."""

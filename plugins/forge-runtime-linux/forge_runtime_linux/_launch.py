@@ -1,8 +1,9 @@
 """Starting one container: journal first, then cgroup and overlay dirs, then the fork.
 
-The fork happens on the calling (event-loop) thread so ``PR_SET_PDEATHSIG`` ties a
-non-detached container to this process. The parent reads the child's reports from a
-close-on-exec pipe: end of file without an error means the command was exec'd.
+The fork happens on the calling thread so ``PR_SET_PDEATHSIG`` ties a non-detached container to
+this process. The parent reads the child's reports from a close-on-exec pipe (blocking for the
+CLI, through anyio for the Runtime): end of file without an error means the command was exec'd.
+Imports stay lean (no anyio, attrs or ``forge_core.abc``) for the fast CLI path.
 """
 
 from __future__ import annotations
@@ -10,69 +11,56 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import anyio
-from forge_core.abc import ContainerSpec, Handle, Image
 from forge_core.exceptions import BackendUnavailable, NotFound, Unsupported
 
 from . import _cgroups
-from .runtime import _alive, _resolv, _start_time, listener
+from ._engine import Engine, alive, start_time
 
-if TYPE_CHECKING:
-    from .runtime import LinuxRuntime
+__all__ = ["Pending", "finish", "listener", "prepare", "start_blocking"]
 
 
-def _plan(rt: LinuxRuntime, cid: str, spec: ContainerSpec, image: Image, cdir: Path) -> dict[str, Any]:
-    cfg = image.config
-    env = {}
-    for item in cfg.get("Env") or []:  # type: ignore[attr-defined]
-        key, _, value = str(item).partition("=")
-        env[key] = value
-    env.update(spec.env)
-    hostname = spec.hostname or cid
+def _resolv(network: str) -> str:
+    try:
+        with open("/etc/resolv.conf") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        lines = []
+    if network != "host":
+        lines = [ln for ln in lines if not (ln.startswith("nameserver") and ("127." in ln or "::1" in ln))]
+    return "\n".join(lines) + "\n"
+
+
+def _plan(engine: Engine, cid: str, req: dict[str, Any], image: dict[str, Any], cdir: Path) -> dict[str, Any]:
+    """The journal entry: the request (ContainerSpec fields as plain data) made concrete."""
+    cfg = image["config"]
+    env = dict(str(item).partition("=")[::2] for item in cfg.get("Env") or [])
+    env.update(req["env"])
+    pid = os.getpid()
     return {
-        "id": cid, "name": spec.name, "image": spec.image, "image_id": image.id,
-        "command": list(spec.command), "env": env, "hostname": hostname,
-        "workdir": spec.workdir or cfg.get("WorkingDir") or "/", "user": spec.user or cfg.get("User") or None,
-        "network": spec.network, "detach": spec.detach, "init": rt._config.init,
-        "userns": rt.rootless or rt._config.userns, "rootless": rt.rootless,
-        "volumes": [{"source": v.source, "target": v.target, "read_only": v.read_only} for v in spec.volumes],
-        "tmpfs": list(spec.tmpfs), "ports": [[p.host_ip, p.host_port, p.container_port, p.protocol] for p in spec.ports],
-        "resources": {k: getattr(spec.resources, k) for k in spec.resources.asked()},
-        "labels": dict(spec.labels), "cgroup": f"{rt.tag}/{cid}", "dir": str(cdir),
-        "lower": str(image.rootfs), "upper": str(cdir / "upper"), "work": str(cdir / "work"),
-        "merged": str(cdir / "merged"), "overlay": True, "resolv": _resolv(spec.network),
-        "log": str(spec.log_path) if spec.log_path else (str(cdir / "log") if spec.detach else None),
-        "status": "creating", "created": time.time(), "parent": os.getpid(),
-        "creator": os.getpid(), "creator_start": _start_time(os.getpid()),
+        "id": cid, "name": req.get("name"), "image": req["image"], "image_id": image["id"],
+        "command": list(req["command"]), "env": env, "hostname": req.get("hostname") or cid,
+        "workdir": req.get("workdir") or cfg.get("WorkingDir") or "/", "user": req.get("user") or cfg.get("User") or None,
+        "network": req["network"], "detach": req["detach"], "init": engine.init,
+        "userns": engine.rootless or engine.userns, "rootless": engine.rootless,
+        "volumes": req["volumes"], "tmpfs": req["tmpfs"], "ports": req["ports"], "resources": req["resources"],
+        "labels": req.get("labels", {}), "cgroup": f"{engine.tag}/{cid}", "dir": str(cdir),
+        "lower": str(image["rootfs"]), "upper": str(cdir / "upper"), "work": str(cdir / "work"),
+        "merged": str(cdir / "merged"), "overlay": True, "resolv": _resolv(req["network"]),
+        "log": req.get("log_path") or (str(cdir / "log") if req["detach"] else None),
+        "status": "creating", "created": time.time(), "parent": pid, "creator": pid, "creator_start": start_time(pid),
     }
 
 
-def _stdio_fds(plan: dict[str, Any], stdio: tuple[int, int, int] | None) -> list[int]:
-    if stdio is not None:
-        return list(stdio)
-    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    if plan["log"]:
-        out = os.open(plan["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        return [devnull, out, out]
-    return [devnull, devnull, devnull]
-
-
-def _prepare_dirs(plan: dict[str, Any], shift: int) -> None:
-    for key in ("upper", "work", "merged"):
-        os.mkdir(plan[key], 0o755)
-        if shift:
-            os.chown(plan[key], shift, shift)
-
-
-def _id_base(plan: dict[str, Any], image: Image) -> int:
+def _id_base(plan: dict[str, Any]) -> int:
     """The host uid container root maps to: as root, the owner the image's files were shifted to."""
     if not plan["userns"] or plan["rootless"]:
         return 0
-    base = os.stat(image.rootfs).st_uid
+    base = os.stat(plan["lower"]).st_uid
     if base == 0:
         raise Unsupported(
             f"image {plan['image']} keeps host root as its files' owner (imported with uid_shift=0), "
@@ -82,92 +70,153 @@ def _id_base(plan: dict[str, Any], image: Image) -> int:
     return base
 
 
-async def launch(rt: LinuxRuntime, cid: str, spec: ContainerSpec, image: Image, stdio: tuple[int, int, int] | None) -> Handle:
-    cdir = rt.containers_dir / cid
-    rt.containers_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(rt.containers_dir, 0o711)
-    cdir.mkdir(mode=0o711)
-    plan = _plan(rt, cid, spec, image, cdir)
-    rt.write_state(cid, plan)  # the journal entry exists before anything it names
-    cgroup = _cgroups.Cgroup(rt._layout, plan["cgroup"])
-    fds: list[int] = []
-    listeners = []
+def listener(host_ip: str, port: int, protocol: str = "tcp") -> socket.socket:
+    """A host-side socket for a published port (listening for tcp), bound before the fork."""
     try:
-        cgroup.create(spec.resources)
-        shift = _id_base(plan, image)
-        _prepare_dirs(plan, shift if plan["userns"] and not plan["rootless"] else 0)
+        if protocol == "tcp":
+            return socket.create_server((host_ip, port))
+        sock = socket.socket(socket.AF_INET6 if ":" in host_ip else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((host_ip, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    except OSError as exc:
+        raise BackendUnavailable(f"cannot publish {host_ip}:{port}/{protocol}: {exc.strerror}") from None
+
+
+class Pending:
+    """A container between its fork and the end of its start reports."""
+
+    __slots__ = ("buf", "go_w", "pid", "plan", "reports", "shift", "sync_r")
+
+    def __init__(self, plan: dict[str, Any], pid: int, sync_r: int, go_w: int, shift: int) -> None:
+        self.plan, self.pid, self.sync_r, self.go_w, self.shift = plan, pid, sync_r, go_w, shift
+        self.buf = b""
+        self.reports: list[dict[str, Any]] = []
+
+    def feed(self) -> bool:
+        """Read what the child reported (the pipe is readable); ``False`` at end of file."""
+        chunk = os.read(self.sync_r, 65536)
+        if not chunk:
+            return False
+        self.buf += chunk
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            msg = json.loads(line)
+            self.reports.append(_map(int(msg["map"]), self.shift, self.go_w) if "map" in msg else msg)
+        return True
+
+
+def prepare(engine: Engine, req: dict[str, Any], image: dict[str, Any], stdio: tuple[int, int, int] | None) -> Pending:
+    """Journal, cgroup, overlay dirs, published sockets, then fork the supervisor; on failure
+    everything made is removed."""
+    cid = os.urandom(6).hex()
+    cdir = engine.dir / cid
+    try:
+        cdir.mkdir(mode=0o711)
+    except FileNotFoundError:
+        engine.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(engine.dir, 0o711)
+        cdir.mkdir(mode=0o711)
+    plan = _plan(engine, cid, req, image, cdir)
+    engine.write_state(cid, plan)  # the journal entry exists before anything it names
+    fds: list[int] = []
+    listeners: list[tuple[socket.socket, int]] = []
+    try:
+        cgroup = engine.cgroup(plan)
+        cgroup.create(plan["resources"])
+        shift = _id_base(plan)
+        for key in ("upper", "work", "merged"):
+            os.mkdir(plan[key], 0o755)
+            if shift:
+                os.chown(plan[key], shift, shift)
         listeners = [(listener(ip, hp, proto), cp) for ip, hp, cp, proto in plan["ports"]]
-        fds = _stdio_fds(plan, stdio) if stdio is None else []
-        handle = await _fork(rt, plan, cgroup, fds or list(stdio or ()), listeners, shift)
+        fds = _stdio_fds(plan) if stdio is None else []
+        return _fork(engine, plan, cgroup, fds or list(stdio or ()), listeners, shift)
     except BaseException:
-        with anyio.CancelScope(shield=True):
-            rt.remove_sync(cid)
+        engine.remove(cid)
         raise
     finally:
         for fd in set(fds):
             os.close(fd)
         for sock, _ in listeners:
             sock.close()
-    return handle
 
 
-async def _fork(rt: LinuxRuntime, plan: dict[str, Any], cgroup: _cgroups.Cgroup, stdio: list[int],
-                listeners: list[Any], shift: int) -> Handle:
+def _stdio_fds(plan: dict[str, Any]) -> list[int]:
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    if plan["log"]:
+        out = os.open(plan["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        return [devnull, out, out]
+    return [devnull, devnull, devnull]
+
+
+def _fork(engine: Engine, plan: dict[str, Any], cgroup: _cgroups.Cgroup, stdio: list[int],
+          listeners: list[tuple[socket.socket, int]], shift: int) -> Pending:
     from . import _child
 
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
-    child_plan = {**plan, "stdio": stdio}
     pid = os.fork()
     if pid == 0:
         try:
             os.close(sync_r)
             os.close(go_w)
-            _child.supervise(child_plan, cgroup, sync_w, go_r, listeners)
+            _child.supervise({**plan, "stdio": stdio}, cgroup, sync_w, go_r, listeners)
         finally:
             os._exit(1)
-    rt.remember_child(pid)
+    engine.children.add(pid)
     os.close(sync_w)
     os.close(go_r)
-    try:
-        reports = await _read_reports(sync_r, go_w, shift)
-    finally:
-        os.close(sync_r)
-        os.close(go_w)
+    return Pending(plan, pid, sync_r, go_w, shift)
+
+
+def finish(engine: Engine, pending: Pending) -> dict[str, Any]:
+    """Close the start pipes, raise the child's error if it reported one, else journal the
+    running container and return its state."""
+    os.close(pending.sync_r)
+    os.close(pending.go_w)
+    plan = pending.plan
     if plan["detach"]:
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-    error = next((r for r in reports if "error" in r), None)
-    started = next((r for r in reports if "pid" in r), None)
+            os.waitpid(pending.pid, 0)
+    error = next((r for r in pending.reports if "error" in r), None)
+    started = next((r for r in pending.reports if "pid" in r), None)
     if error is not None or started is None:
+        engine.remove(plan["id"])
         message = error["error"] if error else "container supervisor died during start"
         if error and error.get("kind") == "notfound":
             raise NotFound(message)
         raise BackendUnavailable(message)
-    plan.update(status="running", pid=started["pid"], pid_start=_start_time(started["pid"]),
-                sup_pid=started["sup"], sup_start=_start_time(started["sup"]))
-    if not _alive(plan["sup_pid"], plan["sup_start"]):
+    plan.update(status="running", pid=started["pid"], pid_start=start_time(started["pid"]),
+                sup_pid=started["sup"], sup_start=start_time(started["sup"]))
+    if not alive(plan["sup_pid"], plan["sup_start"]):
         plan["sup_start"] = "gone"
-    rt.write_state(plan["id"], plan)
-    return rt.handle(plan)
+    engine.write_state(plan["id"], plan)
+    return plan
 
 
-async def _read_reports(sync_r: int, go_w: int, shift: int) -> list[dict[str, Any]]:
-    reports: list[dict[str, Any]] = []
-    buf = b""
-    while True:
-        await anyio.wait_readable(sync_r)
-        chunk = os.read(sync_r, 65536)
-        if not chunk:
-            break
-        buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            msg = json.loads(line)
-            if "map" in msg:
-                msg = _map(int(msg["map"]), shift, go_w)
-            reports.append(msg)
-    return reports
+def start_blocking(engine: Engine, req: dict[str, Any], image: dict[str, Any],
+                   stdio: tuple[int, int, int] | None) -> dict[str, Any]:
+    """Start a container, blocking this thread until its command was exec'd (or failed)."""
+    pending = prepare(engine, req, image, stdio)
+    try:
+        while pending.feed():
+            pass
+    except BaseException:
+        finish_quietly(engine, pending)
+        raise
+    return finish(engine, pending)
+
+
+def finish_quietly(engine: Engine, pending: Pending) -> None:
+    """Abandon a start part-way (an error or a cancellation while reading the reports)."""
+    for fd in (pending.sync_r, pending.go_w):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    engine.remove(pending.plan["id"])
 
 
 def _map(pid: int, shift: int, go_w: int) -> dict[str, Any]:

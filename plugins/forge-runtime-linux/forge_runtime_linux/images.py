@@ -28,19 +28,12 @@ from forge_core.abc import Image, ImageStore, StoreUsage
 from forge_core.exceptions import ConfigError, NotFound
 
 from ._home import forge_home
+from ._refs import digest_of, meta, parse_ref, read_refs
 from ._tarsafe import Budget, LayerWriter, Limits
 
 __all__ = ["SnapshotImageStore", "parse_ref"]
 
 log = logging.getLogger(__name__)
-
-def parse_ref(ref: str) -> str:
-    """``NAME[:TAG]`` with the tag defaulting to ``latest``."""
-    name, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
-    if not name or any(c.isspace() for c in ref):
-        raise ConfigError(f"bad image name {ref!r}; use NAME[:TAG]")
-    return f"{name}:{tag or 'latest'}"
-
 
 def default_uid_shift() -> int:
     """As root, the host range container root maps to (see ``_idmap``); rootless, 0: files
@@ -193,38 +186,17 @@ class SnapshotImageStore(ImageStore):
 
     def get_sync(self, ref: str) -> Image:
         refs = self._refs()
-        digest = None
-        if not ref.startswith("sha256:"):
-            with contextlib.suppress(ConfigError):
-                digest = refs.get(parse_ref(ref))
-        if digest is None:
-            digest = self._by_prefix(ref)
-        return self._image(digest, refs)
-
-    def _by_prefix(self, ref: str) -> str:
-        hexpart = ref.removeprefix("sha256:")
-        if len(hexpart) < 4 or any(c not in "0123456789abcdef" for c in hexpart):
-            raise NotFound(f"no image named {ref!r}; see: forge image list")
-        content = self._root / "content"
-        found = [p.name for p in content.iterdir() if p.name.startswith(hexpart)] if content.exists() else []
-        if len(found) != 1:
-            what = "no image" if not found else "more than one image"
-            raise NotFound(f"{what} matches {ref!r}; see: forge image list")
-        return "sha256:" + found[0]
+        return self._image(digest_of(self._root, ref, refs), refs)
 
     def _image(self, digest: str, refs: dict[str, str]) -> Image:
-        path = self._content(digest)
-        try:
-            meta = json.loads((path / "meta.json").read_text())
-        except (OSError, ValueError):
-            raise NotFound(f"image {digest} is not in the store") from None
+        data = meta(self._root, digest)
         return Image(
             id=digest,
             names=tuple(sorted(n for n, d in refs.items() if d == digest)),
-            rootfs=path / "rootfs",
-            size=int(meta.get("size", 0)),
-            created=float(meta.get("created", 0.0)),
-            config=dict(meta.get("config") or {}),
+            rootfs=self._content(digest) / "rootfs",
+            size=int(data.get("size", 0)),
+            created=float(data.get("created", 0.0)),
+            config=dict(data.get("config") or {}),
         )
 
     def list_sync(self) -> list[Image]:
@@ -279,13 +251,7 @@ class SnapshotImageStore(ImageStore):
             shutil.rmtree(trash, ignore_errors=True)
 
     def _refs(self) -> dict[str, str]:
-        try:
-            data: Any = json.loads((self._root / "refs.json").read_text())
-        except FileNotFoundError:
-            return {}
-        except ValueError:
-            raise ConfigError(f"{self._root / 'refs.json'} is corrupt; fix or delete it") from None
-        return {str(k): str(v) for k, v in data.items()}
+        return read_refs(self._root)
 
     @contextlib.contextmanager
     def _locked_refs(self) -> Iterator[dict[str, str]]:

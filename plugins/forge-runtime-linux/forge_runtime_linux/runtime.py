@@ -1,61 +1,66 @@
 """The ``linux`` Runtime: daemonless containers from snapshot images.
 
-Each container has a journal directory ``$FORGE_HOME/containers/<id>/`` written before
-anything is made (cgroup, overlay dirs); a forked supervisor unshares the namespaces,
-forks the container's PID 1 and records its exit in ``exit.json``. Mounts and network
-namespaces live only as long as the container's processes, so the journal plus the
-cgroup directories are everything :meth:`LinuxRuntime.gc` has to reconcile.
+A thin async front over :class:`~._engine.Engine` (journal, status, removal, gc) and
+:mod:`._launch` (the start), which the fast CLI path drives directly. A forked supervisor
+unshares the namespaces, forks the container's PID 1 and records its exit in ``exit.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import platform
-import secrets
-import shutil
-import signal
-import socket
-import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 import attrs
 
-from forge_core.abc import Availability, ContainerSpec, ExitStatus, Handle, ImageStore, Runtime, Stats
-from forge_core.exceptions import BackendUnavailable, NotFound, Unsupported
+from forge_core.abc import Availability, ContainerSpec, ExitStatus, Handle, Image, ImageStore, Runtime, Stats
+from forge_core.exceptions import Unsupported
 
-from . import _cgroups
+from . import _cgroups, _launch
+from ._engine import Engine
 from ._home import forge_home
 
-__all__ = ["LinuxRuntime"]
+__all__ = ["LinuxRuntime", "request"]
 
 log = logging.getLogger(__name__)
 
 
-def _start_time(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
+def request(spec: ContainerSpec) -> dict[str, Any]:
+    """``spec`` as the plain data the engine and the journal use."""
+    return {
+        "command": list(spec.command), "name": spec.name, "image": spec.image, "env": dict(spec.env),
+        "hostname": spec.hostname, "workdir": spec.workdir, "user": spec.user, "network": spec.network,
+        "detach": spec.detach, "tmpfs": list(spec.tmpfs), "labels": dict(spec.labels),
+        "volumes": [{"source": v.source, "target": v.target, "read_only": v.read_only} for v in spec.volumes],
+        "ports": [[p.host_ip, p.host_port, p.container_port, p.protocol] for p in spec.ports],
+        "resources": {k: getattr(spec.resources, k) for k in spec.resources.asked()},
+        "log_path": str(spec.log_path) if spec.log_path else None,
+    }
 
 
-def _alive(pid: int | None, start: str | None) -> bool:
-    return bool(pid) and bool(start) and _start_time(int(pid or 0)) == start
+def check_request(engine: Engine, req: dict[str, Any]) -> None:
+    """Refusals that need no image: what the runtime cannot do here, said before anything is made."""
+    from forge_core.exceptions import NotFound
+
+    if any(p[3] not in ("tcp", "udp") for p in req["ports"]):
+        raise Unsupported("only tcp and udp ports can be published")
+    if engine.rootless and not engine.userns:
+        raise Unsupported("userns=False (--userns host) needs root: rootless containers always "
+                          "run in a user namespace")
+    for vol in req["volumes"]:
+        if not os.path.isabs(vol["source"]) or not os.path.exists(vol["source"]):
+            raise NotFound(f"volume source {vol['source']!r} does not exist (use an absolute host path)")
+    _cgroups.refuse_unenforceable(engine.layout, req["resources"])
+    if req.get("name") and any(d.get("name") == req["name"] for d in engine.list_states()):
+        raise Unsupported(f"a container named {req['name']!r} already exists; delete it first")
 
 
-def _resolv(network: str) -> str:
-    try:
-        lines = Path("/etc/resolv.conf").read_text().splitlines()
-    except OSError:
-        lines = []
-    if network != "host":
-        lines = [ln for ln in lines if not (ln.startswith("nameserver") and ("127." in ln or "::1" in ln))]
-    return "\n".join(lines) + "\n"
+def image_dict(image: Image) -> dict[str, Any]:
+    return {"id": image.id, "rootfs": str(image.rootfs), "config": dict(image.config)}
 
 
 class LinuxRuntime(Runtime):
@@ -84,16 +89,12 @@ class LinuxRuntime(Runtime):
     def __init__(self, config: Config | None = None, image_store: ImageStore | None = None, **_services: object) -> None:
         self._config = config or LinuxRuntime.Config()
         self._home = Path(self._config.home) if self._config.home else forge_home()
-        self._dir = self._home / "containers"
         if image_store is None:
             from .images import SnapshotImageStore
 
             image_store = SnapshotImageStore(SnapshotImageStore.Config(root=str(self._home / "images")))
         self._images = image_store
-        self._rootless = os.geteuid() != 0
-        self._layout = _cgroups.detect()
-        self._tag = "forge-" + _home_tag(self._home)
-        self._children: set[int] = set()
+        self._engine = Engine(self._home, userns=self._config.userns, init=self._config.init)
         self._attached: dict[str, tuple[int, int]] = {}
 
     @classmethod
@@ -108,12 +109,16 @@ class LinuxRuntime(Runtime):
         return Availability.yes()
 
     @property
-    def rootless(self) -> bool:
-        return self._rootless
-
-    @property
     def home(self) -> Path:
         return self._home
+
+    @property
+    def rootless(self) -> bool:
+        return self._engine.rootless
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     # --- start ---------------------------------------------------------------------------
 
@@ -122,27 +127,15 @@ class LinuxRuntime(Runtime):
         self.validate(spec)
         if spec.image is None:
             raise Unsupported("the linux runtime needs an image (ContainerSpec.image)")
-        if any(p.protocol not in ("tcp", "udp") for p in spec.ports):
-            raise Unsupported("only tcp and udp ports can be published")
-        if self._rootless and not self._config.userns:
-            raise Unsupported("userns=False (--userns host) needs root: rootless containers always "
-                              "run in a user namespace")
-        for vol in spec.volumes:
-            if not os.path.isabs(vol.source) or not os.path.exists(vol.source):
-                raise NotFound(f"volume source {vol.source!r} does not exist (use an absolute host path)")
-        _cgroups.refuse_unenforceable(self._layout, spec.resources)
-        image = await self._images.get(spec.image)
-        if spec.name and any(h.name == spec.name for h in await self.list()):
-            raise Unsupported(f"a container named {spec.name!r} already exists; delete it first")
-        cid = secrets.token_hex(6)
-        from ._launch import launch
-
+        req = request(spec)
+        check_request(self._engine, req)
+        image = image_dict(await self._images.get(spec.image))
         if not spec.interactive:
-            return await launch(self, cid, spec, image, stdio)
+            return await self._launch(req, image, stdio)
         in_r, in_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         try:
-            handle = await launch(self, cid, spec, image, (in_r, out_w, out_w))
+            handle = await self._launch(req, image, (in_r, out_w, out_w))
         except BaseException:
             os.close(in_w)
             os.close(out_r)
@@ -150,8 +143,21 @@ class LinuxRuntime(Runtime):
         finally:
             os.close(in_r)
             os.close(out_w)
-        self._attached[cid] = (in_w, out_r)
+        self._attached[handle.id] = (in_w, out_r)
         return handle
+
+    async def _launch(self, req: dict[str, Any], image: dict[str, Any], stdio: tuple[int, int, int] | None) -> Handle:
+        pending = _launch.prepare(self._engine, req, image, stdio)
+        try:
+            while True:
+                await anyio.wait_readable(pending.sync_r)
+                if not pending.feed():
+                    break
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                _launch.finish_quietly(self._engine, pending)
+            raise
+        return self.handle(_launch.finish(self._engine, pending))
 
     async def attach(self, handle: Handle) -> tuple[anyio.abc.ByteSendStream, anyio.abc.ByteReceiveStream]:
         """Stdin and stdout of an ``interactive`` container started by this runtime object."""
@@ -166,44 +172,21 @@ class LinuxRuntime(Runtime):
     # --- wait / signal / remove ----------------------------------------------------------
 
     def state(self, cid: str) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads((self._dir / cid / "state.json").read_text())
-        except (OSError, ValueError):
-            raise NotFound(f"no container {cid!r}; see: forge container list") from None
-        exit_path = self._dir / cid / "exit.json"
-        if exit_path.exists():
-            with contextlib.suppress(OSError, ValueError):
-                data["exit"] = json.loads(exit_path.read_text())
-        return data
+        return self._engine.state(cid)
 
     def write_state(self, cid: str, data: dict[str, Any]) -> None:
-        data = {k: v for k, v in data.items() if k != "exit"}
-        path = self._dir / cid / "state.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        self._engine.write_state(cid, data)
 
     def cgroup(self, data: dict[str, Any]) -> _cgroups.Cgroup:
-        return _cgroups.Cgroup(self._layout, data["cgroup"])
+        return self._engine.cgroup(data)
 
     def _status(self, data: dict[str, Any]) -> ExitStatus | None:
         """The exit status if the container ended, else ``None``."""
-        if "exit" in data:
-            e = data["exit"]
-            return ExitStatus(exit_code=e.get("exit_code"), signal=e.get("signal"), oom_killed=bool(e.get("oom_killed")))
-        if _alive(data.get("sup_pid"), data.get("sup_start")):
+        info = self._engine.exit_info(data)
+        if info is None:
             return None
-        self._reap(data.get("sup_pid"))
-        # the supervisor may have written exit.json just before we looked
-        if (self._dir / data["id"] / "exit.json").exists():
-            return self._status(self.state(data["id"]))
-        return ExitStatus(exit_code=None, signal=signal.SIGKILL)
-
-    def _reap(self, pid: int | None) -> None:
-        if pid in self._children:
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(int(pid or 0), os.WNOHANG)[0]:
-                    self._children.discard(int(pid or 0))
+        return ExitStatus(exit_code=info.get("exit_code"), signal=info.get("signal"),
+                          oom_killed=bool(info.get("oom_killed")))
 
     async def wait(self, handle: Handle) -> ExitStatus:
         while True:
@@ -216,55 +199,29 @@ class LinuxRuntime(Runtime):
             except ProcessLookupError:
                 continue
             try:
-                if _alive(data.get("sup_pid"), data.get("sup_start")):
-                    await anyio.wait_readable(fd)
+                await anyio.wait_readable(fd)
             finally:
                 os.close(fd)
-            self._reap(data.get("sup_pid"))
+            self._engine.reap(data.get("sup_pid"))
 
     async def signal(self, handle: Handle, signum: int) -> None:
+        from forge_core.exceptions import NotFound
+
         with contextlib.suppress(NotFound):
-            data = self.state(handle.id)
-            if self._status(data) is not None:
-                return
-            cgroup = self.cgroup(data)
-            if (signum == signal.SIGKILL or not cgroup.dirs()) and _alive(data.get("pid"), data.get("pid_start")):
-                with contextlib.suppress(ProcessLookupError):  # rootless (no cgroup): PID 1 forwards
-                    os.kill(int(data["pid"]), signum)
-            cgroup.kill(signum)
+            self._engine.kill(self.state(handle.id), signum)
 
     async def remove(self, handle: Handle) -> None:
-        self.remove_sync(handle.id)
+        self._engine.remove(handle.id)
 
     def remove_sync(self, cid: str) -> None:
-        """Kill, drop the cgroup, move the journal dir aside and delete it (a crash mid-way is
-        finished by :meth:`gc`)."""
-        try:
-            data = self.state(cid)
-        except NotFound:
-            return
-        data["status"] = "removing"
-        self.write_state(cid, data)
-        if self._status(data) is None:
-            if _alive(data.get("pid"), data.get("pid_start")):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(data["pid"]), signal.SIGKILL)
-            if _alive(data.get("sup_pid"), data.get("sup_start")):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(data["sup_pid"]), signal.SIGKILL)
-        self.cgroup(data).remove()
-        self._reap(data.get("sup_pid"))
-        trash = self._dir / f".trash-{cid}-{os.getpid()}"
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(self._dir / cid, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+        self._engine.remove(cid)
 
     async def stats(self, handle: Handle) -> Stats:
         data = self.state(handle.id)
-        stats = self.cgroup(data).stats()
-        if data.get("init") and stats.pids:  # the init shim is Forge's, not the container's
-            stats = Stats(cpu_seconds=stats.cpu_seconds, memory_bytes=stats.memory_bytes, pids=stats.pids - 1)
-        return stats
+        cpu, memory, pids = self.cgroup(data).stats()
+        if data.get("init") and pids:  # the init shim is Forge's, not the container's
+            pids -= 1
+        return Stats(cpu_seconds=cpu, memory_bytes=memory, pids=pids)
 
     def handle(self, data: dict[str, Any]) -> Handle:
         return Handle(
@@ -276,139 +233,46 @@ class LinuxRuntime(Runtime):
         return [self.handle(d) for d in self.list_states()]
 
     def list_states(self) -> list[dict[str, Any]]:
-        if not self._dir.exists():
-            return []
-        out = []
-        for entry in sorted(self._dir.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            with contextlib.suppress(NotFound):
-                out.append(self.state(entry.name))
-        return out
+        return self._engine.list_states()
 
     def resolve(self, ref: str) -> str:
         """A container id from a name, an id or a unique id prefix."""
-        states = self.list_states()
-        for data in states:
-            if ref in (data["id"], data.get("name")):
-                return str(data["id"])
-        found = [d["id"] for d in states if d["id"].startswith(ref)]
-        if len(found) == 1:
-            return str(found[0])
-        raise NotFound(f"no container {ref!r}; see: forge container list")
+        return self._engine.resolve(ref)
 
     def is_running(self, data: dict[str, Any]) -> bool:
-        return self._status(data) is None
+        return self._engine.exit_info(data) is None
 
     def logs_path(self, cid: str) -> Path:
-        return self._dir / cid / "log"
+        return self._engine.dir / cid / "log"
 
     # --- garbage collection --------------------------------------------------------------
 
     def gc(self) -> list[str]:
         """Finish interrupted deletes, remove journals of containers whose supervisor died
         mid-create, and cgroups no journal claims. Returns what it removed."""
-        removed: list[str] = []
-        if self._dir.exists():
-            for entry in self._dir.iterdir():
-                if entry.name.startswith(".trash-"):
-                    shutil.rmtree(entry, ignore_errors=True)
-                    removed.append(entry.name)
-                    continue
-                try:
-                    data = self.state(entry.name)
-                except NotFound:
-                    # killed between making the directory and writing its journal: the journal
-                    # comes before any mount or cgroup, so there is nothing else to undo. Young
-                    # ones may belong to a create still in progress in another process.
-                    if _age(entry) > _UNJOURNALED_GRACE:
-                        shutil.rmtree(entry, ignore_errors=True)
-                        removed.append(entry.name)
-                    continue
-                if self._stale(data):
-                    with contextlib.suppress(NotFound):
-                        self.remove_sync(entry.name)
-                    removed.append(entry.name)
-        known = {e.name for e in self._dir.iterdir()} if self._dir.exists() else set()
-        for parent in {d.parent for d in _cgroups.Cgroup(self._layout, f"{self._tag}/x").dirs()}:
-            if not parent.exists():
-                continue
-            for child in parent.iterdir():
-                if child.is_dir() and child.name not in known:
-                    _cgroups.Cgroup(self._layout, f"{self._tag}/{child.name}").remove()
-                    removed.append(f"cgroup {child.name}")
-        return removed
-
-    def _stale(self, data: dict[str, Any]) -> bool:
-        """A delete that was interrupted, or a create whose creator and supervisor both died."""
-        if data.get("status") == "removing":
-            return True
-        return (data.get("status") == "creating"
-                and not _alive(data.get("creator"), data.get("creator_start"))
-                and not _alive(data.get("sup_pid"), data.get("sup_start")))
+        return self._engine.gc()
 
     async def prune(self) -> list[str]:
         """Delete every stopped container."""
         gone = []
         for data in self.list_states():
-            if self._status(data) is not None:
-                self.remove_sync(data["id"])
+            if self._engine.exit_info(data) is not None:
+                self._engine.remove(data["id"])
                 gone.append(data["id"])
         return gone
 
     @property
     def tag(self) -> str:
-        return self._tag
+        return self._engine.tag
 
     @property
     def containers_dir(self) -> Path:
-        return self._dir
-
-    def remember_child(self, pid: int) -> None:
-        self._children.add(pid)
+        return self._engine.dir
 
 
 def _userns_allowed() -> bool:
-    for path, least in (("/proc/sys/user/max_user_namespaces", 1), ("/proc/sys/kernel/unprivileged_userns_clone", 1)):
+    for path in ("/proc/sys/user/max_user_namespaces", "/proc/sys/kernel/unprivileged_userns_clone"):
         with contextlib.suppress(OSError, ValueError), open(path) as fh:
-            if int(fh.read()) < least:
+            if int(fh.read()) < 1:
                 return False
     return True
-
-
-def _home_tag(home: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
-
-
-def listener(host_ip: str, port: int, protocol: str = "tcp") -> socket.socket:
-    """A host-side socket for a published port (listening for tcp), bound before the fork."""
-    try:
-        if protocol == "tcp":
-            return socket.create_server((host_ip, port))
-        family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.bind((host_ip, port))
-        except OSError:
-            sock.close()
-            raise
-        return sock
-    except OSError as exc:
-        raise BackendUnavailable(f"cannot publish {host_ip}:{port}/{protocol}: {exc.strerror}") from None
-
-
-def _now() -> float:
-    return time.time()
-
-
-_UNJOURNALED_GRACE = 5.0
-"""Seconds after which a container directory with no readable journal counts as abandoned."""
-
-
-def _age(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except OSError:
-        return 0.0

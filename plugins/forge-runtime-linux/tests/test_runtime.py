@@ -160,7 +160,7 @@ class TestLimits:
         """
         layout = _cgroups.Layout(v1={"pids": Path("/sys/fs/cgroup/pids")}, v2=None, v2_controllers=frozenset())
         with pytest.raises(Unsupported, match="no memory cgroup controller"):
-            _cgroups.refuse_unenforceable(layout, Resources(memory=1 << 20))
+            _cgroups.refuse_unenforceable(layout, {"memory": 1 << 20})
 
 
 class TestNetwork:
