@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from .exceptions import ConfigError
 from .spec import SecretSpec, WorkflowSpec
 
-__all__ = ["MASK", "MIN_SECRET_LENGTH", "Redactor", "redact_file", "resolve_secrets"]
+__all__ = ["MASK", "MIN_SECRET_LENGTH", "Redactor", "StreamRedactor", "resolve_secrets"]
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +81,9 @@ class Redactor:
     def __init__(self, values: Iterable[str] = ()) -> None:
         secrets = {v for v in values if len(v) >= MIN_SECRET_LENGTH}
         forms = set().union(*(_forms(v) for v in secrets)) if secrets else set()
-        self._pattern = (
-            re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
-            if forms else None
-        )
+        ordered = sorted(forms, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if forms else None
+        self._forms = tuple(f.encode("utf-8") for f in ordered)
 
     def __bool__(self) -> bool:
         return self._pattern is not None
@@ -105,9 +103,9 @@ class Redactor:
             return type(obj)(self.redact_obj(v) for v in obj)
         return obj
 
-    def redact_file(self, path: Path) -> bool:
-        """Mask secrets in a file in place; see :func:`redact_file`."""
-        return redact_file(path, self)
+    def stream(self) -> StreamRedactor | None:
+        """A redactor for one byte stream (a task's output); ``None`` with nothing to mask."""
+        return StreamRedactor(self._forms) if self._forms else None
 
     def logging_filter(self) -> logging.Filter:
         """A filter that redacts log records' rendered messages."""
@@ -122,33 +120,44 @@ class Redactor:
         return _Filter()
 
 
-def redact_file(path: Path, redactor: Redactor) -> bool:
-    """Rewrite ``path`` with secrets masked, atomically (temp file, fsync, rename); returns
-    whether anything changed. Non-UTF-8 bytes are kept as they were."""
-    if not redactor:
-        return False
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
-    except FileNotFoundError:
-        return False
-    clean = redactor.redact(text)
-    if clean == text:
-        return False
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(clean.encode("utf-8", errors="surrogateescape"))
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return True
+class StreamRedactor:
+    """Masks secrets in a byte stream that arrives in pieces, a secret split across two
+    pieces included: it holds back only the shortest tail that could still begin a secret,
+    so everything else (masks included) can be written at once."""
+
+    def __init__(self, forms: Iterable[bytes]) -> None:
+        ordered = sorted(set(forms), key=len, reverse=True)
+        self._pattern = re.compile(b"|".join(map(re.escape, ordered)))
+        self._prefixes = {f[:i] for f in ordered for i in range(1, len(f))}
+        self._longest = len(ordered[0]) if ordered else 0
+        self._mask = MASK.encode()
+        self._held = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """The masked bytes of ``data`` (after what was held back) that are safe to write."""
+        buf = self._held + data
+        out = bytearray()
+        pos = 0
+        while True:
+            hold = self._undecided(buf, pos)
+            match = self._pattern.search(buf, pos)
+            if match is None or match.start() >= hold:
+                out += buf[pos:hold]
+                self._held = buf[hold:]
+                return bytes(out)
+            out += buf[pos:match.start()]
+            out += self._mask
+            pos = match.end()
+
+    def flush(self) -> bytes:
+        """The end of the stream: whatever was held back, masked."""
+        held, self._held = self._held, b""
+        return self._pattern.sub(self._mask, held)
+
+    def _undecided(self, buf: bytes, pos: int) -> int:
+        """The first index from which ``buf`` might still be the start of a secret that more
+        data would complete (``len(buf)`` when there is none)."""
+        for start in range(max(pos, len(buf) - self._longest + 1), len(buf)):
+            if buf[start:] in self._prefixes:
+                return start
+        return len(buf)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from forge_core.exceptions import ConfigError
-from forge_core.secrets import MASK, Redactor, redact_file, resolve_secrets
+from forge_core.secrets import MASK, Redactor, resolve_secrets
 from forge_core.spec import SecretSpec, TaskSpec, WorkflowSpec
 
 SECRET = 'hunter2-"quoted"/\\path'
@@ -83,13 +83,29 @@ class TestRedactor:
             logger.removeFilter(flt)
         assert caplog.records[0].getMessage() == f"password is {MASK}"
 
-    def test_redact_file_rewrites_in_place(self, tmp_path: Path) -> None:
-        """A log file holding the secret is rewritten without it and keeps its mode."""
-        path = tmp_path / "task.log"
-        path.write_bytes(f"line1\nsecret {SECRET}\n".encode() + b"\xff-raw\n")
-        path.chmod(0o640)
-        assert redact_file(path, self.redactor) is True
-        assert path.read_bytes() == f"line1\nsecret {MASK}\n".encode() + b"\xff-raw\n"
-        assert path.stat().st_mode & 0o777 == 0o640
-        assert redact_file(path, self.redactor) is False
-        assert [p.name for p in tmp_path.iterdir()] == ["task.log"]
+    def test_stream_masks_a_secret_split_at_any_point(self) -> None:
+        """Fed in two pieces cut anywhere, every form of the secret is masked and nothing
+        else changes (non-UTF-8 bytes included)."""
+        encoded = base64.b64encode(SECRET.encode()).decode()
+        text = f"a {SECRET} b {json.dumps(SECRET)} c {encoded} d".encode() + b"\xff\n"
+        expected = self.redactor.redact(text.decode("utf-8", "surrogateescape"))
+        for cut in range(len(text) + 1):
+            stream = self.redactor.stream()
+            assert stream is not None
+            out = stream.feed(text[:cut]) + stream.feed(text[cut:]) + stream.flush()
+            assert out.decode("utf-8", "surrogateescape") == expected
+            assert SECRET.encode() not in out
+
+    def test_stream_holds_back_only_what_could_begin_a_secret(self) -> None:
+        """A line ending in the secret is written masked at once; a tail that could be the
+        start of the secret waits for more bytes."""
+        stream = self.redactor.stream()
+        assert stream is not None
+        assert stream.feed(f"token={SECRET}\n".encode()) == f"token={MASK}\n".encode()
+        assert stream.feed(b"next " + SECRET[:5].encode()) == b"next "
+        assert stream.feed(SECRET[5:].encode() + b"!") == f"{MASK}!".encode()
+        assert stream.flush() == b""
+
+    def test_no_secrets_means_no_stream(self) -> None:
+        """Without a secret long enough to mask, logs keep their direct path."""
+        assert Redactor(["ab"]).stream() is None

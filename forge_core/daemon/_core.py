@@ -22,15 +22,15 @@ import attrs
 from anyio.abc import TaskGroup
 
 from ..abc import Trigger
-from ..events import Event, EventBus
+from ..events import EventBus
 from ..exceptions import ConfigError, ForgeError, RunLocked
 from ..metrics import Metrics
 from ..runner import new_owner_id, resume_run, run_workflow
 from ..scheduler import CronScheduler, WorkflowState, plan_due
 from ..secrets import Redactor, resolve_secrets
 from ..spec import ProjectSpec, WorkflowSpec
-from ..state import FINISHED_TASK_STATES, StateStore
-from ..state._history import consecutive_failures, p95_durations, sla_at_risk
+from ..state import StateStore
+from ..state._history import consecutive_failures
 
 __all__ = ["Clock", "Daemon", "DaemonOptions"]
 
@@ -79,7 +79,6 @@ class Daemon:
     _redactor: Redactor = attrs.field(factory=Redactor)
     _server: Any = None
     _next_fire: datetime | None = None
-    _warned: set[tuple[str, str]] = attrs.field(factory=set)
     http_done: anyio.Event = attrs.field(factory=anyio.Event)
 
     def __attrs_post_init__(self) -> None:
@@ -175,9 +174,8 @@ class Daemon:
             self._tg.cancel_scope.cancel()
 
     async def tick(self) -> None:
-        """One scheduling pass over every scheduled, unpaused workflow, then the SLA-at-risk
-        check of the runs this daemon drives."""
-        await anyio.to_thread.run_sync(self._check_sla_risk)
+        """One scheduling pass over every scheduled, unpaused workflow (the engine driving
+        each run warns of SLAs at risk)."""
         now = self.clock()
         upcoming: list[datetime] = []
         for spec in self.project.workflows.values():
@@ -245,7 +243,6 @@ class Daemon:
                                        logical_date=logical_date, trigger="schedule",
                                        run_id=run_id, owner=self.owner)
                 else:
-                    await anyio.to_thread.run_sync(self._redact_logs, run_id)
                     await resume_run(spec, run_id, store=self.store, home=self.home,
                                      bus=self.bus, owner=self.owner)
         except RunLocked as exc:
@@ -258,43 +255,6 @@ class Daemon:
             if scope.cancel_called and self._stopping:
                 self.store.set_run_state(run_id, "interrupted")
         self._after_run(spec)
-
-    def _check_sla_risk(self) -> None:
-        """Warn (``sla.at_risk``, once per task) when elapsed time plus the p95 of the tasks
-        still ahead exceeds a task's SLA."""
-        for run_id, workflow in list(self._driving_wf.items()):
-            spec = self.project.workflows[workflow]
-            if not any(t.sla is not None for t in spec.tasks):
-                continue
-            try:
-                run = self.store.get_run(run_id)
-            except ForgeError:
-                continue
-            if run.started_at is None:
-                continue
-            done = {t.name for t in run.tasks if t.state in FINISHED_TASK_STATES}
-            typical = p95_durations(self.store, workflow)
-            for task in sla_at_risk(spec, time.time() - run.started_at, done, typical):
-                if (run_id, task) in self._warned:
-                    continue
-                self._warned.add((run_id, task))
-                data = {"sla": spec.task(task).sla, "elapsed": time.time() - run.started_at}
-                self.store.add_event(run_id, "sla.at_risk", task=task, data=data)
-                self.bus.publish(Event(kind="sla.at_risk", run_id=run_id, workflow=workflow,
-                                       at=time.time(), task=task, data=data))
-                log.warning("%s run %s: task %s is at risk of missing its SLA", workflow,
-                            run_id, task)
-
-    def _redact_logs(self, run_id: str) -> None:
-        """Mask secrets in a dead owner's attempt logs: it may have died between writing a
-        log and redacting it."""
-        for task in self.store.tasks(run_id):
-            for attempt in task.attempts:
-                if attempt.log_path:
-                    try:
-                        self._redactor.redact_file(Path(attempt.log_path))
-                    except OSError as exc:
-                        log.warning("cannot redact %s: %s", attempt.log_path, exc)
 
     def _after_run(self, spec: WorkflowSpec) -> None:
         limit = spec.pause_after_failures

@@ -9,10 +9,10 @@ tasks are never run again, tasks caught running get a new attempt.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -21,15 +21,21 @@ import attrs
 from ..abc import Executor, Outcome
 from ..events import Event, EventBus
 from ..exceptions import RunLocked
-from ..spec import TaskSpec, WorkflowSpec
+from ..spec import TaskSpec, TriggerRule, WorkflowSpec
 from ..state import FINISHED_TASK_STATES, StateStore
+from ..state._history import announced_tasks, p95_durations
 from ._graph import Graph
+from ._logpipe import LogPipes
 from ._rules import decide
+from ._sla import SlaWatch
 from ._taskrun import TaskResolver
 
 __all__ = ["Engine", "retry_delay"]
 
 log = logging.getLogger(__name__)
+
+_EARLY_RULES = frozenset({TriggerRule.ONE_SUCCESS, TriggerRule.ONE_FAILED})
+"""Rules that can decide before every upstream task has finished."""
 
 ExecutorFor = Callable[[TaskSpec], Executor]
 HookRunner = Callable[[str, str, Mapping[str, Any]], Any]
@@ -62,8 +68,9 @@ class Engine:
     _graph: Graph = attrs.field(init=False)
     _tasks: dict[str, TaskSpec] = attrs.field(init=False)
     _order: list[str] = attrs.field(init=False)
-    _changed: list[str] = attrs.field(init=False, factory=list)
+    _candidates: set[str] = attrs.field(init=False, factory=set)
     _unfinished: int = attrs.field(init=False, default=0)
+    _open_deps: dict[str, int] = attrs.field(init=False, factory=dict)
     _states: dict[str, str] = attrs.field(init=False, factory=dict)
     _failures: dict[str, int] = attrs.field(init=False, factory=dict)
     _attempts: dict[str, int] = attrs.field(init=False, factory=dict)
@@ -73,47 +80,86 @@ class Engine:
     _limiter: anyio.CapacityLimiter = attrs.field(init=False)
     _wake: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _started_at: float = attrs.field(init=False, default=0.0)
+    _announce: list[Event] | None = attrs.field(init=False, default=None)
+    _pipes: LogPipes | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._tasks = {t.name: t for t in self.spec.tasks}
         self._graph = Graph({t.name: tuple(t.depends_on) for t in self.spec.tasks})
         self._order = list(self._graph.topological_order())
         self._limiter = anyio.CapacityLimiter(max(1, self.spec.concurrency))
+        if self.resolver.secret_env:
+            self._pipes = LogPipes(self.resolver.redactor.stream)
 
-    # -- announcing ----------------------------------------------------------------------
+    # -- committing and announcing -------------------------------------------------------
+
+    @contextmanager
+    def _changes(self) -> Iterator[None]:
+        """One transaction for the state changes made inside; their events are announced
+        once it committed. Nested uses join the outer one."""
+        if self._announce is not None:
+            yield
+            return
+        self._announce = []
+        try:
+            with self.store.tx():
+                yield
+            events = self._announce
+        finally:
+            self._announce = None
+        for event in events:
+            self.bus.publish(event)
 
     def _emit(self, kind: str, task: str | None = None, **data: Any) -> None:
-        """Store an event, then announce it."""
-        self.bus.publish(self._record(kind, task, data))
+        self._record(kind, task, data)
 
-    def _record(self, kind: str, task: str | None, data: Mapping[str, Any]) -> Event:
-        """Store an event (inside the caller's transaction, if any); announce it later."""
-        event = Event(kind=kind, run_id=self.run_id, workflow=self.spec.name, at=time.time(),
-                      task=task, data=self.resolver.redact(dict(data)))
-        self.store.add_event(self.run_id, kind, task=task, data=event.data, at=event.at)
-        return event
+    def _record(self, kind: str, task: str | None, data: Mapping[str, Any]) -> None:
+        """Store an event; announce it once committed."""
+        with self._changes():
+            event = Event(kind=kind, run_id=self.run_id, workflow=self.spec.name,
+                          at=time.time(), task=task, data=self.resolver.redact(dict(data)))
+            self.store.add_event(self.run_id, kind, task=task, data=event.data, at=event.at)
+            assert self._announce is not None
+            self._announce.append(event)
 
     def _set(self, task: str, state: str, *, event: str | None = None, **data: Any) -> None:
-        """Commit a task state, then announce it."""
+        """Store a task state (and its event); announce it once committed."""
         outputs = data.pop("outputs", None)
         next_try_at = data.pop("next_try_at", None)
-        announced = None
-        with self.store.tx():  # the state and its event commit together
+        with self._changes():
             self.store.set_task(self.run_id, task, state, outputs=outputs,
                                 next_try_at=next_try_at)
             if event:
-                announced = self._record(event, task, data)
-        was_finished = self._states.get(task) in FINISHED_TASK_STATES
-        self._unfinished += was_finished - (state in FINISHED_TASK_STATES)
+                self._record(event, task, data)
+            self._note(task, state)
+            if outputs is not None:
+                self._outputs[task] = outputs
+            if next_try_at is not None:
+                self._next_try[task] = next_try_at
+
+    def _note(self, task: str, state: str) -> None:
+        """Track a state in memory: the unfinished count, and each dependent's count of
+        upstream tasks still open; wake the scheduler when a dependent may be decidable or
+        the run is done."""
+        was = self._states.get(task) in FINISHED_TASK_STATES
+        now = state in FINISHED_TASK_STATES
         self._states[task] = state
-        self._changed.append(task)
-        if outputs is not None:
-            self._outputs[task] = outputs
-        if next_try_at is not None:
-            self._next_try[task] = next_try_at
-        if announced is not None:
-            self.bus.publish(announced)
-        self._wake.set()
+        if was == now:
+            return
+        self._unfinished += was - now
+        for dependent in self._graph.dependents(task):
+            self._open_deps[dependent] += was - now
+            if self._decidable(dependent):
+                self._candidates.add(dependent)
+                self._wake.set()
+        if not self._unfinished:
+            self._wake.set()
+
+    def _decidable(self, name: str) -> bool:
+        """Pending, and its rule can decide now (every upstream task finished, or a rule
+        that decides early)."""
+        return self._states[name] == "pending" and (
+            not self._open_deps[name] or self._tasks[name].trigger_rule in _EARLY_RULES)
 
     # -- the run -------------------------------------------------------------------------
 
@@ -122,14 +168,15 @@ class Engine:
         record = self.store.get_run(self.run_id)
         resumed = record.started_at is not None
         self._started_at = record.started_at or time.time()
-        self._load(record.tasks)
-        self.store.set_run_state(self.run_id, "running", started_at=self._started_at)
-        self._emit("run.resumed" if resumed else "run.started",
-                   params=dict(record.params), logical_date=record.logical_date)
+        with self._changes():
+            self._load(record.tasks)
+            self.store.set_run_state(self.run_id, "running", started_at=self._started_at)
+            self._emit("run.resumed" if resumed else "run.started",
+                       params=dict(record.params), logical_date=record.logical_date)
         final = "failed"
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_sla, tg.cancel_scope)
+                tg.start_soon(self._watch_sla)
                 if self.heartbeat is not None:
                     tg.start_soon(self._beat, tg.cancel_scope)
                 await self._schedule(tg)
@@ -145,8 +192,10 @@ class Engine:
                 self._cancel_unfinished()
             raise
         finally:
+            if self._pipes is not None:
+                self._pipes.close()
             if not self._lost:
-                with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True), self._changes():
                     self.store.set_run_state(self.run_id, final, finished_at=time.time())
                     self._emit("run.finished", state=final)
         return final
@@ -171,46 +220,50 @@ class Engine:
                 self.store.set_task(self.run_id, t.name, state)
             self._states[t.name] = state
             self._unfinished += state not in FINISHED_TASK_STATES
+        for name in self._order:
+            self._open_deps[name] = sum(self._states[d] not in FINISHED_TASK_STATES
+                                        for d in self._graph.dependencies(name))
 
     async def _schedule(self, tg: anyio.abc.TaskGroup) -> None:
-        """Start tasks as their trigger rules allow; after the first pass only the
-        dependents of tasks whose state changed are looked at again."""
+        """Start tasks as their trigger rules allow. A task is looked at again only when one
+        of its upstream tasks finishes, and a task whose rule needs every upstream task
+        finished only once they all are."""
         position = {name: i for i, name in enumerate(self._order)}
-        started = {n for n, s in self._states.items() if s != "pending"}
         for name, state in self._states.items():
             if state == "up_for_retry":  # resumed mid-backoff: keep its retry schedule
                 tg.start_soon(self._drive_task, name)
-        check = {n for n in self._order if n not in started}
+        self._candidates = {n for n in self._order if self._decidable(n)}
         while True:
-            for name in sorted(check, key=position.__getitem__):
-                spec = self._tasks[name]
-                verdict = decide(spec.trigger_rule, [self._states[d] for d in spec.depends_on])
-                if verdict == "wait":
-                    continue
-                started.add(name)
-                if verdict == "run":
-                    self._set(name, "queued", event="task.queued")
-                    tg.start_soon(self._drive_task, name)
-                else:
-                    self._set(name, verdict, event=f"task.{verdict}",
-                              reason=f"trigger rule {spec.trigger_rule.value}")
-            changed, self._changed = self._changed, []
-            check = {d for c in changed for d in self._graph.dependents(c) if d not in started}
-            if check:
-                continue
+            while self._candidates:
+                batch, self._candidates = self._candidates, set()
+                with self._changes():  # one commit for everything one pass decides
+                    for name in sorted(batch, key=position.__getitem__):
+                        if self._decidable(name) and self._decide(name) == "run":
+                            tg.start_soon(self._drive_task, name)
             if self._unfinished == 0:
                 return
             await self._wake.wait()
             self._wake = anyio.Event()
+
+    def _decide(self, name: str) -> str:
+        spec = self._tasks[name]
+        verdict = decide(spec.trigger_rule, [self._states[d] for d in spec.depends_on])
+        if verdict == "run":
+            self._set(name, "queued", event="task.queued")
+        elif verdict != "wait":
+            self._set(name, verdict, event=f"task.{verdict}",
+                      reason=f"trigger rule {spec.trigger_rule.value}")
+        return verdict
 
     def _final_state(self) -> str:
         bad = {"failed", "upstream_failed"}
         return "failed" if any(s in bad for s in self._states.values()) else "succeeded"
 
     def _cancel_unfinished(self) -> None:
-        for name, state in self._states.items():
-            if state not in FINISHED_TASK_STATES:
-                self._set(name, "cancelled", event="task.cancelled")
+        with self._changes():
+            for name, state in self._states.items():
+                if state not in FINISHED_TASK_STATES:
+                    self._set(name, "cancelled", event="task.cancelled")
 
     # -- one task --------------------------------------------------------------------------
 
@@ -221,29 +274,39 @@ class Engine:
             if next_try is not None:
                 await anyio.sleep(max(0.0, next_try - time.time()))
             outcome, number = await self._attempt(spec)
-            if outcome.status == "succeeded":
-                self._set(name, "succeeded", event="task.succeeded", outputs=dict(outcome.outputs),
-                          attempt=number, duration=outcome.duration)
-                self._fire(spec.on_success, "on_success", name, number, outcome)
+            with self._changes():  # the attempt's end and the task's new state commit together
+                self._finish_attempt(name, number, outcome)
+                retry = self._settle(spec, number, outcome)
+            if not retry:
                 return
-            if outcome.status == "skipped":
-                self._set(name, "skipped", event="task.skipped", attempt=number,
-                          reason=f"exit code {outcome.exit_code}")
-                return
-            self._failures[name] = self._failures.get(name, 0) + 1
-            if self._failures[name] <= spec.retries:
-                delay = retry_delay(spec, self._failures[name])
-                self._set(name, "up_for_retry", event="task.retrying", attempt=number,
-                          error=outcome.error, delay=round(delay, 3),
-                          next_try_at=time.time() + delay)
-                self._fire(spec.on_retry, "on_retry", name, number, outcome)
-                continue
-            self._set(name, "failed", event="task.failed", attempt=number, error=outcome.error,
-                      exit_code=outcome.exit_code)
-            self._fire(spec.on_failure, "on_failure", name, number, outcome)
-            return
+
+    def _settle(self, spec: TaskSpec, number: int, outcome: Outcome) -> bool:
+        """Record where an attempt leaves its task; whether the task goes again."""
+        name = spec.name
+        if outcome.status == "succeeded":
+            self._set(name, "succeeded", event="task.succeeded", outputs=dict(outcome.outputs),
+                      attempt=number, duration=outcome.duration)
+            self._fire(spec.on_success, "on_success", name, number, outcome)
+            return False
+        if outcome.status == "skipped":
+            self._set(name, "skipped", event="task.skipped", attempt=number,
+                      reason=f"exit code {outcome.exit_code}")
+            return False
+        self._failures[name] = self._failures.get(name, 0) + 1
+        if self._failures[name] <= spec.retries:
+            delay = retry_delay(spec, self._failures[name])
+            self._set(name, "up_for_retry", event="task.retrying", attempt=number,
+                      error=outcome.error, delay=round(delay, 3),
+                      next_try_at=time.time() + delay)
+            self._fire(spec.on_retry, "on_retry", name, number, outcome)
+            return True
+        self._set(name, "failed", event="task.failed", attempt=number, error=outcome.error,
+                  exit_code=outcome.exit_code)
+        self._fire(spec.on_failure, "on_failure", name, number, outcome)
+        return False
 
     async def _attempt(self, spec: TaskSpec) -> tuple[Outcome, int]:
+        """Run one attempt; the caller records how it ended."""
         number = self._attempts.get(spec.name, 0) + 1
         self._attempts[spec.name] = number
         async with self._limiter:
@@ -252,27 +315,25 @@ class Engine:
             except Exception as exc:  # a template with no value, a bad volume string
                 now = time.time()
                 self.store.start_attempt(self.run_id, spec.name, number, None)
-                outcome = Outcome(status="failed", error=str(exc), started_at=now, finished_at=now)
-                self._finish_attempt(spec.name, number, outcome)
-                return outcome, number
-            with self.store.tx():
+                return Outcome(status="failed", error=str(exc), started_at=now,
+                               finished_at=now), number
+            with self._changes():
                 self.store.start_attempt(self.run_id, spec.name, number,
                                          str(run.log_path) if run.log_path else None)
-                started = self._record("task.started", spec.name, {"attempt": number})
-            self._states[spec.name] = "running"
-            self.bus.publish(started)
+                self._emit("task.started", spec.name, attempt=number)
+                self._states[spec.name] = "running"
             try:
-                outcome = await self.executor_for(spec).submit(run)
+                executor = self.executor_for(spec)
+                if self._pipes is not None:
+                    outcome = await self._pipes.submit(executor, run)
+                else:
+                    outcome = await executor.submit(run)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     self.store.finish_attempt(self.run_id, spec.name, number, "cancelled",
                                               error="cancelled")
-                    self.resolver.scrub_log(run)
                 raise
-        self.resolver.scrub_log(run)
-        outcome = attrs.evolve(outcome, error=self.resolver.redact(outcome.error))
-        self._finish_attempt(spec.name, number, outcome)
-        return outcome, number
+        return attrs.evolve(outcome, error=self.resolver.redact(outcome.error)), number
 
     def _finish_attempt(self, task: str, number: int, outcome: Outcome) -> None:
         self.store.finish_attempt(self.run_id, task, number, outcome.status,
@@ -292,24 +353,33 @@ class Engine:
 
     # -- background duties ---------------------------------------------------------------
 
-    async def _watch_sla(self, scope: anyio.CancelScope) -> None:
-        pending = {t.name: t.sla for t in self.spec.tasks if t.sla is not None}
-        missed = {t.name for t in self.store.tasks(self.run_id) if t.sla_missed}
-        while pending:
+    async def _watch_sla(self) -> None:
+        """Announce ``sla.at_risk`` and ``sla.missed``, once per task and run."""
+        watch = SlaWatch(spec=self.spec, started_at=self._started_at, typical={})
+        if not watch.active:
+            return
+        watch.typical = p95_durations(self.store, self.spec.name)
+        watch.missed = {t.name for t in self.store.tasks(self.run_id) if t.sla_missed}
+        watch.warned = announced_tasks(self.store, self.run_id, "sla.at_risk") | watch.missed
+        while True:
             now = time.time()
-            for name, sla in sorted(pending.items()):
-                if self._states.get(name) in FINISHED_TASK_STATES and self._states[name] != "failed":
-                    pending.pop(name)
-                elif now >= self._started_at + sla and name not in missed:
-                    missed.add(name)
-                    pending.pop(name)
+            found = watch.check(now, self._states)
+            elapsed = round(now - self._started_at, 3)
+            for name, ahead in found.at_risk.items():
+                log.warning("%s run %s: task %s is at risk of missing its SLA", self.spec.name,
+                            self.run_id, name)
+                self._emit("sla.at_risk", name, sla=self._tasks[name].sla, elapsed=elapsed,
+                           expected=round(elapsed + ahead, 3))
+            for name in found.missed:
+                sla = self._tasks[name].sla
+                with self._changes():
                     self.store.mark_sla_missed(self.run_id, name)
-                    elapsed = round(now - self._started_at, 3)
                     self._emit("sla.missed", name, sla=sla, elapsed=elapsed)
-                    self._fire_hook(self._tasks[name].on_sla_miss, "sla_miss", name,
-                                    sla=sla, elapsed=elapsed)
-            deadlines = [self._started_at + s for s in pending.values()]
-            await anyio.sleep(min([*(d - time.time() for d in deadlines), 1.0]) if deadlines else math.inf)
+                self._fire_hook(self._tasks[name].on_sla_miss, "sla_miss", name,
+                                sla=sla, elapsed=elapsed)
+            if found.next_at is None:
+                return
+            await anyio.sleep(found.next_at - time.time())
 
     async def _beat(self, scope: anyio.CancelScope) -> None:
         assert self.heartbeat is not None
@@ -320,4 +390,3 @@ class Engine:
                 self._lost = True
                 scope.cancel()
                 return
-

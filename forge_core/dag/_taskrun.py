@@ -9,7 +9,7 @@ import importlib.util
 import inspect
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +17,7 @@ import attrs
 
 from ..abc import ContainerSpec, PortMapping, Resources, TaskRun, Volume
 from ..exceptions import ConfigError, TaskFailed
+from ..secrets import StreamRedactor
 from ..spec import TaskSpec, WorkflowSpec
 from ._templating import render_argv, render_shell, render_text
 
@@ -26,7 +27,7 @@ __all__ = ["NullRedactor", "Redacting", "TaskResolver", "load_callable"]
 class Redacting(Protocol):
     def redact(self, text: str) -> str: ...
     def redact_obj(self, obj: Any) -> Any: ...
-    def redact_file(self, path: Path) -> None: ...
+    def stream(self) -> StreamRedactor | None: ...
 
 
 class NullRedactor:
@@ -38,8 +39,25 @@ class NullRedactor:
     def redact_obj(self, obj: Any) -> Any:
         return obj
 
-    def redact_file(self, path: Path) -> None:
+    def stream(self) -> StreamRedactor | None:
         return None
+
+
+class _TaskOutputs(Mapping[str, Any]):
+    """``tasks`` of the template context, ``{name: {"outputs": ...}}``, read from the
+    engine's outputs when a template asks (not copied for every attempt)."""
+
+    def __init__(self, outputs: Mapping[str, Mapping[str, Any]]) -> None:
+        self._outputs = outputs
+
+    def __getitem__(self, name: str) -> Mapping[str, Any]:
+        return {"outputs": self._outputs[name]}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)
 
 
 def load_callable(ref: str, base_dir: Path | None = None) -> Callable[..., Any]:
@@ -112,15 +130,21 @@ class TaskResolver:
     secret_env: Mapping[str, str] = attrs.field(factory=dict)
     redactor: Redacting = attrs.field(factory=NullRedactor)
     _made_log_dir: bool = attrs.field(default=False, init=False)
+    _base_dir: Path | None = attrs.field(default=None, init=False)
 
     @property
     def base_dir(self) -> Path:
-        return Path(self.spec.source).resolve().parent if self.spec.source else Path.cwd()
+        """The workflow file's directory (the working directory for a spec built in code),
+        fixed for the run."""
+        if self._base_dir is None:
+            self._base_dir = (Path(self.spec.source).resolve().parent if self.spec.source
+                              else Path.cwd())
+        return self._base_dir
 
     def context(self, outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         return {
             "params": dict(self.params),
-            "tasks": {name: {"outputs": dict(out)} for name, out in outputs.items()},
+            "tasks": _TaskOutputs(outputs),
             "run": {"id": self.run_id, "logical_date": self.logical_date or "",
                     "workflow": self.spec.name},
         }
@@ -181,9 +205,3 @@ class TaskResolver:
         if isinstance(obj, str):
             return self.redactor.redact(obj)
         return self.redactor.redact_obj(obj)
-
-    def scrub_log(self, run: TaskRun) -> None:
-        """Mask secrets in the attempt's log once it is written."""
-        if self.secret_env and run.log_path is not None and run.log_path.exists():
-            self.redactor.redact_file(run.log_path)
-

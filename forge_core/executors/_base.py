@@ -75,6 +75,7 @@ class BaseExecutor(Executor):
         runtime = runtime if runtime is not None else ProcessRuntime()
         super().__init__(concurrency=concurrency, runtime=runtime, queue=queue)
         self._runtime: Runtime = runtime
+        self._made_dirs: set[Path] = set()
 
     async def execute(self, run: TaskRun) -> Outcome:
         started = time.time()
@@ -92,7 +93,7 @@ class BaseExecutor(Executor):
     async def _run_command(self, run: TaskRun, started: float) -> Outcome:
         assert run.container is not None
         try:
-            spec = _command_spec(run, run.container)
+            spec = self._command_spec(run, run.container)
         except OSError as exc:
             return outcome("failed", started, error=f"cannot prepare {run.output_path}: {exc}")
         try:
@@ -102,10 +103,16 @@ class BaseExecutor(Executor):
             return outcome("failed", started, error=str(exc))
         return finish(run, status, timed_out, started)
 
+    def _command_spec(self, run: TaskRun, container: ContainerSpec) -> ContainerSpec:
+        if run.output_path is not None:
+            folder = Path(run.output_path).parent
+            if folder not in self._made_dirs:  # one mkdir per run folder, not per task
+                folder.mkdir(parents=True, exist_ok=True)
+                self._made_dirs.add(folder)
+        return _with_forge_env(run, container)
 
-def _command_spec(run: TaskRun, container: ContainerSpec) -> ContainerSpec:
-    if run.output_path is not None:
-        Path(run.output_path).parent.mkdir(parents=True, exist_ok=True)
+
+def _with_forge_env(run: TaskRun, container: ContainerSpec) -> ContainerSpec:
     return attrs.evolve(
         container,
         env={**container.env, **forge_env(run)},

@@ -13,13 +13,13 @@ import contextlib
 import logging
 import math
 import os
-import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["Limit", "Watchdog", "protect", "rlimits_for", "spawn", "watchdog", "which"]
+__all__ = ["Limit", "Watchdog", "protect", "rlimits_for", "spawn", "watchdog"]
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +108,26 @@ def _watchdog_fds(read_end: int) -> list[tuple[Any, ...]]:
 
 
 _watchdog: Watchdog | None = None
+_watchdog_lock = threading.Lock()  # children start from several worker threads
 
 
 def watchdog() -> Watchdog | None:
     """This process's watchdog, started on first use (``None`` where it cannot run)."""
     global _watchdog
-    if _watchdog is None or _watchdog.broken or _watchdog.owner != os.getpid():
-        if not hasattr(os, "posix_spawn") or not sys.executable:
-            return None
-        try:
-            _watchdog = Watchdog()
-        except OSError as exc:
-            log.warning("cannot start the child watchdog (children may outlive Forge): %s", exc)
-            return None
-    return _watchdog
+    current = _watchdog
+    if current is not None and not current.broken and current.owner == os.getpid():
+        return current
+    with _watchdog_lock:
+        if _watchdog is None or _watchdog.broken or _watchdog.owner != os.getpid():
+            if not hasattr(os, "posix_spawn") or not sys.executable:
+                return None
+            try:
+                _watchdog = Watchdog()
+            except OSError as exc:
+                log.warning("cannot start the child watchdog (children may outlive Forge): %s",
+                            exc)
+                return None
+        return _watchdog
 
 
 def _clamp(res: int, soft: int, hard: int) -> Limit:
@@ -150,14 +156,6 @@ def rlimits_for(memory: int | None, cpu_time: float | None) -> list[Limit]:
         soft = max(1, math.ceil(cpu_time))
         limits.append(_clamp(resource.RLIMIT_CPU, soft, soft + 1))
     return limits
-
-
-def which(name: str, env: Mapping[str, str], cwd: str | None) -> str | None:
-    """Where ``exec`` would find ``name`` for a child with ``env`` and ``cwd``, or ``None``."""
-    if os.sep in name:
-        path = name if os.path.isabs(name) or cwd is None else os.path.join(cwd, name)
-        return name if os.access(path, os.X_OK) and not os.path.isdir(path) else None
-    return shutil.which(name, path=env.get("PATH", os.defpath))
 
 
 def _child_setup(limits: Sequence[Limit]) -> Callable[[], None]:

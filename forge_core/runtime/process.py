@@ -16,8 +16,8 @@ import os
 import secrets
 import signal as _signal
 import subprocess
+import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 _WAITERS = anyio.CapacityLimiter(10_000)
 """Threads that wait for a child where no pidfd is available (non-Linux, old kernels)."""
+
+_SPAWNERS = anyio.CapacityLimiter(4)
+"""Worker threads that start children: the fork and exec of one child overlap the event
+loop's work and other starts, instead of stopping the loop for each."""
 
 
 @attrs.define(eq=False)
@@ -75,10 +79,7 @@ class ProcessRuntime(Runtime):
 
     async def start(self, spec: ContainerSpec) -> Handle:
         self.validate(spec)
-        env = _environment(spec)
-        if _spawn.which(spec.command[0], env, spec.workdir) is None:
-            raise NotFound(f"command not found: {spec.command[0]}")
-        child = _start(spec, env)
+        child = await anyio.to_thread.run_sync(_start, spec, limiter=_SPAWNERS)
         self._children[child.handle.id] = child
         log.debug("started %s: pid %s %s", child.handle.id, child.popen.pid, spec.command[0])
         return child.handle
@@ -100,6 +101,9 @@ class ProcessRuntime(Runtime):
     async def remove(self, handle: Handle) -> None:
         child = self._children.get(handle.id)
         if child is None:
+            return
+        if child.status is not None and child.stdio is None:  # reaped: nothing left to await
+            self._children.pop(handle.id, None)
             return
         with anyio.CancelScope(shield=True):
             if child.status is None:
@@ -152,12 +156,14 @@ def _open_log(path: Path) -> int:
         raise ForgeError(f"cannot open log file {path}: {exc.strerror}") from None
 
 
-def _start(spec: ContainerSpec, env: Mapping[str, str]) -> _Child:
+def _start(spec: ContainerSpec) -> _Child:
+    """Start the child (in a worker thread: nothing here touches the event loop)."""
+    env = _environment(spec)
     watchdog = None if spec.detach else _spawn.watchdog()  # running before the child exists
-    log_fd = _open_log(spec.log_path) if spec.log_path is not None else subprocess.DEVNULL
+    log_fd = _open_log(spec.log_path) if spec.log_path is not None else _devnull()
     ours: list[int] = []
-    theirs: list[int] = [log_fd] if log_fd >= 0 else []
-    stdin, stdout = subprocess.DEVNULL, log_fd
+    theirs: list[int] = [log_fd] if spec.log_path is not None else []
+    stdin, stdout = _devnull(), log_fd
     if spec.interactive:
         stdin, in_w = os.pipe()
         out_r, stdout = os.pipe()
@@ -193,6 +199,19 @@ def _start(spec: ContainerSpec, env: Mapping[str, str]) -> _Child:
     if ours:
         child.stdio = (FdSendStream(ours[0]), FdReceiveStream(ours[1]))
     return child
+
+
+_DEVNULL: int | None = None
+_DEVNULL_LOCK = threading.Lock()
+
+
+def _devnull() -> int:
+    """One ``/dev/null`` descriptor for every child's stdin (not an open and close per child)."""
+    global _DEVNULL
+    with _DEVNULL_LOCK:
+        if _DEVNULL is None:
+            _DEVNULL = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        return _DEVNULL
 
 
 def _start_error(spec: ContainerSpec, exc: OSError) -> ForgeError:

@@ -10,7 +10,8 @@ from ..spec import WorkflowSpec
 from ._store import StateStore
 
 __all__ = [
-    "consecutive_failures", "latest_by_logical_date", "p95_durations", "sla_at_risk",
+    "announced_tasks", "consecutive_failures", "latest_by_logical_date", "p95_durations",
+    "remaining_chains", "sla_at_risk",
 ]
 
 
@@ -61,23 +62,44 @@ def latest_by_logical_date(store: StateStore, workflow: str) -> dict[str, str]:
     return {str(r["logical_date"]): str(r["state"]) for r in rows}
 
 
+def remaining_chains(
+    spec: WorkflowSpec, done: Set[str], typical: Mapping[str, float]
+) -> dict[str, float]:
+    """For each task: the typical (p95) time of the longest chain of unfinished tasks ending
+    at it, itself included (0 for a finished task). Tasks with no history count as instant."""
+    deps = {t.name: [d for d in t.depends_on if d != t.name] for t in spec.tasks}
+    memo: dict[str, float] = {}
+    visiting: set[str] = set()
+    for root in deps:
+        stack = [root]
+        while stack:  # iterative post-order: a 10,000-task chain must not hit the recursion limit
+            name = stack[-1]
+            if name in memo:
+                stack.pop()
+            elif name in done:
+                memo[name] = 0.0
+            elif name not in visiting:
+                visiting.add(name)
+                stack.extend(d for d in deps.get(name, ()) if d not in memo and d not in visiting)
+            else:
+                ups = (memo.get(d, 0.0) for d in deps.get(name, ()))
+                memo[name] = typical.get(name, 0.0) + max(ups, default=0.0)
+    return memo
+
+
 def sla_at_risk(
     spec: WorkflowSpec, elapsed: float, done: Set[str], typical: Mapping[str, float]
 ) -> list[str]:
     """Tasks with an SLA, not yet finished, whose SLA falls before ``elapsed`` (seconds since
     the run started) plus the typical (p95) time of the longest chain of unfinished tasks
-    ending at them. Tasks with no history count as instant."""
-    memo: dict[str, float] = {}
-
-    def remaining(name: str, seen: frozenset[str]) -> float:
-        if name in done or name in seen:
-            return 0.0
-        if name not in memo:
-            task = spec.task(name)
-            ups = [remaining(d, seen | {name}) for d in task.depends_on if d != name]
-            memo[name] = typical.get(name, 0.0) + max(ups, default=0.0)
-        return memo[name]
-
+    ending at them (see :func:`remaining_chains`)."""
+    remaining = remaining_chains(spec, done, typical)
     return [t.name for t in spec.tasks
-            if t.sla is not None and t.name not in done
-            and elapsed + remaining(t.name, frozenset()) > t.sla]
+            if t.sla is not None and t.name not in done and elapsed + remaining[t.name] > t.sla]
+
+
+def announced_tasks(store: StateStore, run_id: str, kind: str) -> set[str]:
+    """Tasks of ``run_id`` that already have an event of ``kind`` (warn once, across resumes)."""
+    rows = store.query("SELECT DISTINCT task FROM events WHERE run_id = ? AND kind = ?"
+                       " AND task IS NOT NULL", (run_id, kind))
+    return {str(r["task"]) for r in rows}

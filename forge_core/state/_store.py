@@ -14,8 +14,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,34 +72,16 @@ class StateStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
-        self._depth = 0
+        self._tx = _Transaction(self._db, self._lock)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``); nested calls join the outer one."""
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield self._db
-                finally:
-                    self._depth -= 1
-                return
-            self._db.execute("BEGIN IMMEDIATE")
-            self._depth = 1
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
-            finally:
-                self._depth = 0
+    def tx(self) -> _Transaction:
+        """One write transaction (``BEGIN IMMEDIATE``), committed when the ``with`` block
+        ends, rolled back if it raises; nested uses join the outer one."""
+        return self._tx
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -351,6 +332,40 @@ class StateStore:
     def vacuum(self) -> None:
         with self._lock:
             self._db.execute("VACUUM")
+
+
+class _Transaction:
+    """The store's transaction context (a plain class: the engine opens several per task)."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+        self._db = db
+        self._lock = lock
+        self._depth = 0
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        if self._depth == 0:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self._lock.release()
+                raise
+        self._depth += 1
+        return self._db
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and exc_type is None:
+                try:
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")  # never leave the connection mid-transaction
+                    raise
+            elif self._depth == 0:
+                self._db.execute("ROLLBACK")
+        finally:
+            self._lock.release()
 
 
 def _owner_alive(owner: str) -> bool:
