@@ -69,7 +69,8 @@ def site(tmp_path: Path) -> Path:
 
 
 def forge(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(site), "FORGE_HOME": str(site.parent / "home")}
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "FORGE_HOME": str(site.parent / "home")}
     return subprocess.run([*FORGE, *args], env=env, cwd=site.parent, capture_output=True,
                           text=True, timeout=60, check=False)
 
