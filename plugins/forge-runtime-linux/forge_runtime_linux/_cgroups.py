@@ -91,14 +91,15 @@ def refuse_unenforceable(layout: Layout, limits: dict[str, Any]) -> None:
 
 
 class Cgroup:
-    """One container's cgroup in every hierarchy Forge uses."""
+    """One container's cgroup in every hierarchy Forge uses; ``relpath`` ``None``: the container
+    has none (it asked for no limit, so it skips the ~10 ms a cgroup v1 migration costs)."""
 
-    def __init__(self, layout: Layout, relpath: str) -> None:
+    def __init__(self, layout: Layout, relpath: str | None) -> None:
         self.layout = layout
         self.relpath = relpath
 
     def dirs(self) -> list[Path]:
-        if self.layout.rootless:
+        if self.layout.rootless or self.relpath is None:
             return []
         out = [mount / self.relpath for c, mount in self.layout.v1.items() if c in _V1_USED]
         if self.layout.v2 is not None and self.layout.v2_controllers:
@@ -108,7 +109,7 @@ class Cgroup:
     def create(self, limits: dict[str, Any]) -> None:
         """Make the directories and write ``limits`` (as :func:`refuse_unenforceable` takes them)."""
         refuse_unenforceable(self.layout, limits)
-        if self.layout.rootless:
+        if not self.dirs():
             return
         if self.layout.v2 is not None and self.layout.v2_controllers:
             self._enable_v2_parent()
@@ -174,6 +175,8 @@ class Cgroup:
                 os.kill(pid, signum)
 
     def oom_killed(self) -> bool:
+        if not self.dirs():
+            return False
         try:
             if "memory" in self.layout.v1:
                 text = self._file("memory", "memory.oom_control", "").read_text()

@@ -1,24 +1,22 @@
 """What runs after the fork: the supervisor (outside the PID namespace, relays published
 ports, records the exit) and the container's PID 1 (mounts, pivot_root, drops privileges,
-execs the command). Only already-imported modules are used: after pivot_root the host's
-Python library is gone.
+execs the command). PID 1 uses only already-imported modules (after pivot_root the host's
+Python library is gone); the supervisor, which never pivots, loads the port relay when needed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import selectors
-import shutil
 import signal
-import socket
-import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _seccomp, _sys
 from ._cgroups import Cgroup
+
+if TYPE_CHECKING:
+    import socket
 
 #: Docker's default capability set, by number
 KEEP_CAPS = {0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31}
@@ -47,7 +45,7 @@ def supervise(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, go_r: int, list
         _sys.set_name("forge-sup")
         _namespaces(plan, sync_w, go_r)
         if plan["network"] == "private":
-            _loopback_up()
+            _sys.loopback_up()
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
         pid1 = os.fork()
         if pid1 == 0:
@@ -64,7 +62,7 @@ def supervise(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, go_r: int, list
             os.close(null)
         send(sync_w, pid=pid1, sup=os.getpid())
         os.close(sync_w)
-        status = _wait_relaying(pid1, listeners)
+        status = _wait(pid1, listeners)
         reported = os.read(st_r, 64)  # the init shim's report of the command's own status
         code = _record(plan, cgroup, int(reported) if reported else status)
     except BaseException as exc:  # report and die: nothing may return into the parent's code
@@ -127,104 +125,13 @@ def _close_except(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def _loopback_up() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        ifreq = struct.pack("16sH14s", b"lo", 0x1 | 0x40, b"\0" * 14)
-        fcntl.ioctl(sock, 0x8914, ifreq)  # SIOCSIFFLAGS: IFF_UP | IFF_RUNNING
+def _wait(pid1: int, listeners: list[tuple[socket.socket, int]]) -> int:
+    """Wait for PID 1, relaying published ports meanwhile (only then is the relay loaded)."""
+    if not listeners:
+        return os.waitpid(pid1, 0)[1]
+    from ._relay import wait_relaying
 
-
-def _wait_relaying(pid1: int, listeners: list[tuple[socket.socket, int]]) -> int:
-    """Wait for PID 1 while relaying published ports; single-threaded because a process that
-    unshared a PID namespace cannot create threads."""
-    pidfd = os.pidfd_open(pid1)
-    sel = selectors.DefaultSelector()
-    sel.register(pidfd, selectors.EVENT_READ, None)
-    for lst, port in listeners:
-        kind = "datagram" if lst.type == socket.SOCK_DGRAM else "listen"
-        sel.register(lst, selectors.EVENT_READ, (kind, lst, port, {}))
-    open_ends: dict[socket.socket, int] = {}
-    while True:
-        for key, _ in sel.select():
-            if key.data is None:
-                return os.waitpid(pid1, 0)[1]
-            kind = key.data[0]
-            if kind == "listen":
-                _accept(sel, key.data[1], key.data[2], open_ends)
-            elif kind == "datagram":
-                _datagram_in(sel, key.data[1], key.data[2], key.data[3])
-            elif kind == "reply":
-                _datagram_back(key.fileobj, key.data[1], key.data[2])  # type: ignore[arg-type]
-            else:
-                _pump(sel, key.fileobj, key.data[1], open_ends)  # type: ignore[arg-type]
-
-
-_UDP_PEERS = 256
-"""Host-side UDP clients remembered per published port; the oldest is forgotten beyond this."""
-
-
-def _datagram_in(sel: selectors.BaseSelector, outer: socket.socket, port: int,
-                 peers: dict[Any, socket.socket]) -> None:
-    """Forward a datagram from a host client into the container, through one connected socket
-    per client so that the container's replies find their way back."""
-    try:
-        data, addr = outer.recvfrom(65535)
-    except OSError:
-        return
-    inner = peers.get(addr)
-    if inner is None:
-        if len(peers) >= _UDP_PEERS:
-            oldest = next(iter(peers))
-            sel.unregister(peers[oldest])
-            peers.pop(oldest).close()
-        inner = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        inner.connect(("127.0.0.1", port))
-        inner.setblocking(False)
-        peers[addr] = inner
-        sel.register(inner, selectors.EVENT_READ, ("reply", outer, addr))
-    with contextlib.suppress(OSError):
-        inner.send(data)
-
-
-def _datagram_back(inner: socket.socket, outer: socket.socket, addr: Any) -> None:
-    with contextlib.suppress(OSError):
-        outer.sendto(inner.recv(65535), addr)
-
-
-def _accept(sel: selectors.BaseSelector, lst: socket.socket, port: int, open_ends: dict[socket.socket, int]) -> None:
-    """Connect to the container's port from inside its network namespace."""
-    try:
-        conn, _addr = lst.accept()
-    except OSError:
-        return
-    try:
-        inner = socket.create_connection(("127.0.0.1", port), timeout=2)
-    except OSError:
-        conn.close()
-        return
-    for a, b in ((conn, inner), (inner, conn)):
-        a.settimeout(None)
-        sel.register(a, selectors.EVENT_READ, ("pipe", b))
-    open_ends[conn] = open_ends[inner] = 2
-
-
-def _pump(sel: selectors.BaseSelector, src: socket.socket, dst: socket.socket, open_ends: dict[socket.socket, int]) -> None:
-    try:
-        data = src.recv(65536)
-        if data:
-            dst.sendall(data)
-            return
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        data = b""
-    sel.unregister(src)
-    open_ends[src] -= 1
-    open_ends[dst] -= 1
-    if open_ends[src] <= 0 or open_ends[dst] <= 0:
-        for s in (src, dst):
-            with contextlib.suppress(KeyError, ValueError):
-                sel.unregister(s)
-            s.close()
-            open_ends.pop(s, None)
+    return wait_relaying(pid1, listeners)
 
 
 def _record(plan: dict[str, Any], cgroup: Cgroup, status: int) -> int:
@@ -259,7 +166,7 @@ def init(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, st_w: int) -> None:
             _sys.unshare(_sys.CLONE_NEWCGROUP)
         _stdio(plan)
         _filesystem(plan)
-        socket.sethostname(plan["hostname"])
+        _sys.sethostname(plan["hostname"])
         _harden()
         if plan["init"]:
             _reaper(plan, sync_w, st_w)
@@ -415,10 +322,18 @@ def _exec(plan: dict[str, Any], sync_w: int) -> None:
     os.closerange(sync_w + 1, 65536)
     os.set_inheritable(sync_w, False)
     argv = plan["command"]
-    path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env["PATH"])
+    path = argv[0] if "/" in argv[0] else _which(argv[0], env["PATH"])
     if path is None:
         raise FileNotFoundError(f"executable {argv[0]!r} not found in the image")
     os.execve(path, argv, env)
+
+
+def _which(name: str, search: str) -> str | None:
+    for folder in search.split(":"):
+        path = os.path.join(folder or ".", name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
 
 
 def _reaper(plan: dict[str, Any], sync_w: int, st_w: int) -> None:

@@ -40,6 +40,21 @@ def alive(pid: int | None, start: str | None) -> bool:
     return bool(pid) and bool(start) and start_time(int(pid or 0)) == start
 
 
+def namespace_pids(pid1: int) -> list[int]:
+    """Processes in the PID namespace whose first process is ``pid1``."""
+    try:
+        target = os.readlink(f"/proc/{pid1}/ns/pid")
+    except OSError:
+        return []
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{name}/ns/pid") == target:
+                    found.append(int(name))
+    return found
+
+
 def home_tag(home: Path) -> str:
     """A short stable name for ``home`` (its cgroups are ``forge-<tag>/<id>``)."""
     import hashlib
@@ -57,8 +72,15 @@ class Engine:
         self.init = init
         self.rootless = os.geteuid() != 0
         self.layout = _cgroups.detect()
-        self.tag = "forge-" + home_tag(home)
         self.children: set[int] = set()
+        self._tag = ""
+
+    @property
+    def tag(self) -> str:
+        """``forge-<hash of home>``: the parent of this home's cgroups."""
+        if not self._tag:
+            self._tag = "forge-" + home_tag(self.home)
+        return self._tag
 
     # --- journal ---------------------------------------------------------------------------
 
@@ -103,7 +125,29 @@ class Engine:
         raise NotFound(f"no container {ref!r}; see: forge container list")
 
     def cgroup(self, data: dict[str, Any]) -> _cgroups.Cgroup:
-        return _cgroups.Cgroup(self.layout, data["cgroup"])
+        return _cgroups.Cgroup(self.layout, data.get("cgroup"))
+
+    def pids(self, data: dict[str, Any]) -> list[int]:
+        """Every process of a running container: its cgroup's, else its PID namespace's."""
+        cgroup = self.cgroup(data)
+        if cgroup.dirs():
+            return cgroup.pids()
+        if not alive(data.get("pid"), data.get("pid_start")):
+            return []
+        return namespace_pids(int(data["pid"]))
+
+    def proc_stats(self, data: dict[str, Any]) -> tuple[float, int, int]:
+        """CPU seconds, resident bytes and count of a container's processes, from ``/proc``
+        (for containers without a cgroup)."""
+        cpu, pages, pids = 0, 0, self.pids(data)
+        for pid in pids:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                cpu += int(fields[11]) + int(fields[12])
+                with open(f"/proc/{pid}/statm") as fh:
+                    pages += int(fh.read().split()[1])
+        return cpu / os.sysconf("SC_CLK_TCK"), pages * os.sysconf("SC_PAGE_SIZE"), len(pids)
 
     # --- status, signals, removal ----------------------------------------------------------
 
@@ -129,11 +173,12 @@ class Engine:
         """Send ``signum`` to every process of a running container."""
         if self.exit_info(data) is not None:
             return
-        cgroup = self.cgroup(data)
-        if (signum == signal.SIGKILL or not cgroup.dirs()) and alive(data.get("pid"), data.get("pid_start")):
-            with contextlib.suppress(ProcessLookupError):  # rootless (no cgroup): PID 1 forwards
+        if signum == signal.SIGKILL and alive(data.get("pid"), data.get("pid_start")):
+            with contextlib.suppress(ProcessLookupError):  # PID 1 takes its namespace along
                 os.kill(int(data["pid"]), signum)
-        cgroup.kill(signum)
+        for pid in self.pids(data):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     def remove(self, cid: str) -> None:
         """Kill, drop the cgroup, move the journal dir aside and delete it (a crash mid-way is

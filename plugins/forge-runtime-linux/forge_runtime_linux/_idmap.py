@@ -8,8 +8,6 @@ the calling user, plus the user's ``/etc/subuid`` range through ``newuidmap`` wh
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 
 __all__ = ["RANGE", "host_base", "rootless_ranges", "write_maps"]
 
@@ -33,6 +31,8 @@ def _subordinate(path: str, user: str, uid: int) -> tuple[int, int] | None:
 
 
 def _user_name(uid: int) -> str:
+    import pwd
+
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -48,6 +48,8 @@ def host_base() -> int:
 def rootless_ranges() -> list[tuple[int, int, int]]:
     """``(inside, outside, count)`` lines for the calling user: itself as root, then its
     subordinate range as ids 1.. when ``newuidmap`` and an ``/etc/subuid`` entry exist."""
+    import shutil
+
     uid = os.geteuid()
     lines = [(0, uid, 1)]
     sub = _subordinate("/etc/subuid", _user_name(uid), uid)

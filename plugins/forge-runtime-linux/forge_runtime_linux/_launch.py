@@ -11,17 +11,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forge_core.exceptions import BackendUnavailable, NotFound, Unsupported
 
 from . import _cgroups
 from ._engine import Engine, alive, start_time
 
-__all__ = ["Pending", "finish", "listener", "prepare", "start_blocking"]
+if TYPE_CHECKING:
+    import socket
+
+__all__ = ["Pending", "check_request", "finish", "listener", "prepare", "start_blocking"]
 
 
 def _resolv(network: str) -> str:
@@ -33,6 +35,21 @@ def _resolv(network: str) -> str:
     if network != "host":
         lines = [ln for ln in lines if not (ln.startswith("nameserver") and ("127." in ln or "::1" in ln))]
     return "\n".join(lines) + "\n"
+
+
+def check_request(engine: Engine, req: dict[str, Any]) -> None:
+    """Refusals that need no image: what the runtime cannot do here, said before anything is made."""
+    if any(p[3] not in ("tcp", "udp") for p in req["ports"]):
+        raise Unsupported("only tcp and udp ports can be published")
+    if engine.rootless and not engine.userns:
+        raise Unsupported("userns=False (--userns host) needs root: rootless containers always "
+                          "run in a user namespace")
+    for vol in req["volumes"]:
+        if not os.path.isabs(vol["source"]) or not os.path.exists(vol["source"]):
+            raise NotFound(f"volume source {vol['source']!r} does not exist (use an absolute host path)")
+    _cgroups.refuse_unenforceable(engine.layout, req["resources"])
+    if req.get("name") and any(d.get("name") == req["name"] for d in engine.list_states()):
+        raise Unsupported(f"a container named {req['name']!r} already exists; delete it first")
 
 
 def _plan(engine: Engine, cid: str, req: dict[str, Any], image: dict[str, Any], cdir: Path) -> dict[str, Any]:
@@ -48,7 +65,10 @@ def _plan(engine: Engine, cid: str, req: dict[str, Any], image: dict[str, Any], 
         "network": req["network"], "detach": req["detach"], "init": engine.init,
         "userns": engine.rootless or engine.userns, "rootless": engine.rootless,
         "volumes": req["volumes"], "tmpfs": req["tmpfs"], "ports": req["ports"], "resources": req["resources"],
-        "labels": req.get("labels", {}), "cgroup": f"{engine.tag}/{cid}", "dir": str(cdir),
+        "labels": req.get("labels", {}), "dir": str(cdir),
+        # a cgroup only when a limit asks for one: joining a v1 cgroup costs ~10 ms (an RCU grace
+        # period); the PID namespace already ends every process with PID 1, and stats scan it
+        "cgroup": f"{engine.tag}/{cid}" if req["resources"] else None,
         "lower": str(image["rootfs"]), "upper": str(cdir / "upper"), "work": str(cdir / "work"),
         "merged": str(cdir / "merged"), "overlay": True, "resolv": _resolv(req["network"]),
         "log": req.get("log_path") or (str(cdir / "log") if req["detach"] else None),
@@ -72,6 +92,8 @@ def _id_base(plan: dict[str, Any]) -> int:
 
 def listener(host_ip: str, port: int, protocol: str = "tcp") -> socket.socket:
     """A host-side socket for a published port (listening for tcp), bound before the fork."""
+    import socket
+
     try:
         if protocol == "tcp":
             return socket.create_server((host_ip, port))

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 __all__ = [
     "CLONE_NEWCGROUP", "CLONE_NEWIPC", "CLONE_NEWNET", "CLONE_NEWNS", "CLONE_NEWPID",
-    "CLONE_NEWUSER", "CLONE_NEWUTS", "mount", "pivot_root", "prctl", "setns", "umount2", "unshare",
+    "CLONE_NEWUSER", "CLONE_NEWUTS", "loopback_up", "mount", "pivot_root", "prctl", "sethostname", "setns",
+    "umount2", "unshare",
 ]
 
 CLONE_NEWNS = 0x00020000
@@ -41,7 +41,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 
-_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), 155)
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -50,6 +50,8 @@ _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.syscall.restype = ctypes.c_long
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 
 
 def _check(result: int, what: str) -> None:
@@ -100,3 +102,19 @@ def last_cap() -> int:
             return int(fh.read())
     except OSError:
         return 40
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in this network namespace (SIOCSIFFLAGS with IFF_UP | IFF_RUNNING)."""
+    fd = _libc.socket(2, 2, 0)  # AF_INET, SOCK_DGRAM
+    _check(fd, "socket")
+    try:
+        ifreq = ctypes.create_string_buffer(b"lo".ljust(16, b"\0") + (0x1 | 0x40).to_bytes(2, "little"), 40)
+        _check(_libc.ioctl(fd, 0x8914, ifreq), "ioctl(SIOCSIFFLAGS lo)")
+    finally:
+        os.close(fd)

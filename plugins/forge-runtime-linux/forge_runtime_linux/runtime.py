@@ -42,23 +42,6 @@ def request(spec: ContainerSpec) -> dict[str, Any]:
     }
 
 
-def check_request(engine: Engine, req: dict[str, Any]) -> None:
-    """Refusals that need no image: what the runtime cannot do here, said before anything is made."""
-    from forge_core.exceptions import NotFound
-
-    if any(p[3] not in ("tcp", "udp") for p in req["ports"]):
-        raise Unsupported("only tcp and udp ports can be published")
-    if engine.rootless and not engine.userns:
-        raise Unsupported("userns=False (--userns host) needs root: rootless containers always "
-                          "run in a user namespace")
-    for vol in req["volumes"]:
-        if not os.path.isabs(vol["source"]) or not os.path.exists(vol["source"]):
-            raise NotFound(f"volume source {vol['source']!r} does not exist (use an absolute host path)")
-    _cgroups.refuse_unenforceable(engine.layout, req["resources"])
-    if req.get("name") and any(d.get("name") == req["name"] for d in engine.list_states()):
-        raise Unsupported(f"a container named {req['name']!r} already exists; delete it first")
-
-
 def image_dict(image: Image) -> dict[str, Any]:
     return {"id": image.id, "rootfs": str(image.rootfs), "config": dict(image.config)}
 
@@ -128,7 +111,7 @@ class LinuxRuntime(Runtime):
         if spec.image is None:
             raise Unsupported("the linux runtime needs an image (ContainerSpec.image)")
         req = request(spec)
-        check_request(self._engine, req)
+        _launch.check_request(self._engine, req)
         image = image_dict(await self._images.get(spec.image))
         if not spec.interactive:
             return await self._launch(req, image, stdio)
@@ -218,7 +201,8 @@ class LinuxRuntime(Runtime):
 
     async def stats(self, handle: Handle) -> Stats:
         data = self.state(handle.id)
-        cpu, memory, pids = self.cgroup(data).stats()
+        cgroup = self.cgroup(data)
+        cpu, memory, pids = cgroup.stats() if cgroup.dirs() else self._engine.proc_stats(data)
         if data.get("init") and pids:  # the init shim is Forge's, not the container's
             pids -= 1
         return Stats(cpu_seconds=cpu, memory_bytes=memory, pids=pids)

@@ -31,7 +31,7 @@ import ctypes, json, os, socket, sys, time
 import anyio, anyio._backends._asyncio, encodings.idna
 from forge_core.abc import ContainerSpec, PortMapping, Resources
 from forge_core.exceptions import ForgeError
-from forge_runtime_linux import _child, _exec, _formats, _idmap, _launch, _tarsafe, images, runtime
+from forge_runtime_linux import _child, _exec, _formats, _idmap, _launch, _relay, _tarsafe, images, runtime
 
 uid, gid, home, tar, tcp_port, udp_port = sys.argv[1:]
 os.setgroups([])

@@ -57,7 +57,7 @@ class TestMappedRoot:
             uids = set()
             with anyio.fail_after(10):
                 while not uids:
-                    for pid in runtime.cgroup(runtime.state(handle.id)).pids():
+                    for pid in runtime.engine.pids(runtime.state(handle.id)):
                         status = Path(f"/proc/{pid}/status").read_text()
                         if status.startswith("Name:\tsleep\n"):
                             uids = set(next(ln for ln in status.splitlines() if ln.startswith("Uid:")).split()[1:])

@@ -56,17 +56,3 @@ def human_size(n: float) -> str:
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
         n /= 1000
     return f"{n:.1f}TB"
-
-
-def parse_size(text: str) -> int:
-    """Docker-style sizes: ``512``, ``64k``, ``128m``, ``1g`` (binary multiples)."""
-    from forge_core.exceptions import ConfigError
-
-    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    raw = text.strip().lower().removesuffix("b") if text.lower().endswith(("kb", "mb", "gb")) else text.strip().lower()
-    mult = units.get(raw[-1:], None)
-    number = raw[:-1] if mult else raw
-    try:
-        return int(float(number) * (mult or 1))
-    except ValueError:
-        raise ConfigError(f"bad size {text!r}; use e.g. 64m or 1g") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import inspect
 import signal as _signal
 import sys
 import time
@@ -11,131 +11,44 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ._common import emit_json, guarded, human_size, parse_size, table
+from ._common import emit_json, guarded, human_size, table
+from ._run import FLAGS, parse_env
 
 if TYPE_CHECKING:
-    from forge_core.abc import ContainerSpec
-
     from ..runtime import LinuxRuntime
 
 app = typer.Typer(help="Daemonless Linux containers.", no_args_is_help=True, pretty_exceptions_enable=False)
 
 
-def _runtime(init: bool = True, userns: str = "private") -> LinuxRuntime:
-    from forge_core.exceptions import ConfigError
-
+def _runtime() -> LinuxRuntime:
     from ..runtime import LinuxRuntime
 
-    if userns not in ("private", "host"):
-        raise ConfigError("--userns must be private or host")
-    return LinuxRuntime(LinuxRuntime.Config(init=init, userns=userns == "private"))
+    return LinuxRuntime()
 
 
-def _env(pairs: list[str], files: list[Path]) -> dict[str, str]:
-    from forge_core.exceptions import ConfigError
-
-    env: dict[str, str] = {}
-    lines = [ln for f in files for ln in f.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    for item in [*lines, *pairs]:
-        key, sep, value = item.partition("=")
-        if not key:
-            raise ConfigError(f"bad environment entry {item!r}; use KEY=VALUE")
-        if sep:
-            env[key] = value
-        elif key in os.environ:
-            env[key] = os.environ[key]
-    return env
-
-
-def _spec(image: str, command: list[str], opts: dict[str, Any]) -> ContainerSpec:
-    from forge_core.abc import ContainerSpec, PortMapping, Resources, Volume
-    from forge_core.exceptions import ConfigError
-
-    volumes = []
-    for v in opts["volume"]:
-        parts = v.split(":")
-        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            raise ConfigError(f"bad volume {v!r}; use HOST:CTR[:ro]")
-        volumes.append(Volume(source=os.path.abspath(parts[0]), target=parts[1], read_only=parts[2:] == ["ro"]))
-    ports = []
-    for p in opts["publish"]:
-        mapping, _, proto = p.partition("/")
-        bits = mapping.split(":")
-        if len(bits) not in (2, 3) or not all(b.isdigit() for b in bits[-2:]) or proto not in ("", "tcp", "udp"):
-            raise ConfigError(f"bad port {p!r}; use [IP:]HOST:CTR[/tcp|/udp]")
-        ip = bits[0] if len(bits) == 3 else "127.0.0.1"
-        ports.append(PortMapping(host_port=int(bits[-2]), container_port=int(bits[-1]), host_ip=ip,
-                                 protocol="udp" if proto == "udp" else "tcp"))
-    if opts["network"] not in ("private", "none", "host"):
-        raise ConfigError("--network must be private, none or host")
-    return ContainerSpec(
-        command=tuple(command) or ("/bin/sh",), name=opts["name"], image=image,
-        env=_env(opts["env"], opts["env_file"]), workdir=opts["workdir"], user=opts["user"],
-        hostname=opts["hostname"], network=opts["network"],
-        resources=Resources(memory=parse_size(opts["memory"]) if opts["memory"] else None,
-                            cpus=opts["cpus"], pids=opts["pids_limit"]),
-        volumes=tuple(volumes), tmpfs=tuple(opts["tmpfs"]), ports=tuple(ports), detach=opts["detach"],
-    )
-
-
-@app.command(context_settings={"allow_interspersed_args": False})
-@guarded
-def run(
-    image: str,
-    command: list[str] = typer.Argument(None),
-    name: str = typer.Option(None, "--name"),
-    env: list[str] = typer.Option([], "-e", "--env"),
-    env_file: list[Path] = typer.Option([], "--env-file"),
-    volume: list[str] = typer.Option([], "-v", "--volume"),
-    tmpfs: list[str] = typer.Option([], "--tmpfs"),
-    publish: list[str] = typer.Option([], "-p", "--publish"),
-    memory: str = typer.Option(None, "--memory", "-m"),
-    cpus: float = typer.Option(None, "--cpus"),
-    pids_limit: int = typer.Option(None, "--pids-limit"),
-    workdir: str = typer.Option(None, "-w", "--workdir"),
-    user: str = typer.Option(None, "-u", "--user"),
-    hostname: str = typer.Option(None, "--hostname"),
-    network: str = typer.Option("private", "--network"),
-    rm: bool = typer.Option(False, "--rm"),
-    detach: bool = typer.Option(False, "-d", "--detach"),
-    timeout: float = typer.Option(None, "--timeout"),
-    init: bool = typer.Option(True, "--init/--no-init", help="reaping init shim as PID 1"),
-    userns: str = typer.Option("private", "--userns", help="private: container root is an unprivileged "
-                               "host uid (default); host: container ids are host ids (root only)"),
-) -> None:
+def _run(image: str, command: list[str], **opts: Any) -> None:
     """Run COMMAND in a new container from IMAGE; exits with the container's exit code."""
-    import anyio
+    from ._run import execute
 
-    opts = dict(locals())
-    spec = _spec(image, command or [], opts)
-    rt = _runtime(init, userns)
-    if detach:
-        handle = anyio.run(rt.start, spec)
-        typer.echo(handle.id)
-        return
-    raise typer.Exit(anyio.run(_foreground, rt, spec, timeout, rm))
+    raise typer.Exit(execute(image, command or [], opts))
 
 
-async def _foreground(rt: LinuxRuntime, spec: ContainerSpec, timeout: float | None, rm: bool) -> int:
-    import anyio
+def _run_signature() -> tuple[inspect.Signature, dict[str, Any]]:
+    """``run``'s parameters for Typer, made from the flag table the fast path parses with."""
+    kinds: dict[str, Any] = {"str": str, "float": float, "int": int, "multi": list[str], "bool": bool, "toggle": bool}
+    param = inspect.Parameter
+    params = [param("image", param.POSITIONAL_OR_KEYWORD, annotation=str),
+              param("command", param.POSITIONAL_OR_KEYWORD, default=typer.Argument(None), annotation=list[str])]
+    for flag in FLAGS:
+        decls = (f"{flag.names[0]}/--no-{flag.names[0][2:]}",) if flag.kind == "toggle" else flag.names
+        default = list(flag.default) if flag.kind == "multi" else flag.default
+        params.append(param(flag.dest, param.POSITIONAL_OR_KEYWORD, annotation=kinds[flag.kind],
+                            default=typer.Option(default, *decls, help=flag.help)))
+    return inspect.Signature(params), {p.name: p.annotation for p in params}
 
-    handle = await rt.start(spec, stdio=(0, 1, 2))
-    try:
-        with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
-            status = await rt.wait(handle)
-        if scope.cancelled_caught:
-            status = await rt.stop(handle, grace=2)
-            typer.echo(f"error: timed out after {timeout}s", err=True)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await rt.signal(handle, _signal.SIGKILL)
-            if rm:
-                await rt.remove(handle)
-    if status.oom_killed:
-        typer.echo("error: the container was killed: out of memory", err=True)
-    if status.exit_code is not None:
-        return status.exit_code
-    return 128 + (status.signal or 0)
+
+_run.__signature__, _run.__annotations__ = _run_signature()  # type: ignore[attr-defined]
+app.command("run", context_settings={"allow_interspersed_args": False})(_run)
 
 
 def _status_text(rt: LinuxRuntime, data: dict[str, Any]) -> str:
@@ -270,7 +183,7 @@ def exec_(
 
     rt = _runtime()
     data = rt.state(rt.resolve(ref))
-    raise typer.Exit(exec_in(data, rt.cgroup(data), command, user, workdir, _env(env, [])))
+    raise typer.Exit(exec_in(data, rt.cgroup(data), command, user, workdir, parse_env(env, [])))
 
 
 @app.command()
