@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 import typer
 
+from ._run import describe
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -27,10 +29,10 @@ def guarded(func: F) -> F:
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         except (ConfigError, Unsupported) as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {describe(exc)}", err=True)
             raise typer.Exit(2) from None
         except ForgeError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {describe(exc)}", err=True)
             raise typer.Exit(1) from None
         except OSError as exc:
             typer.echo(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", err=True)

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any, NamedTuple
 
-__all__ = ["FLAGS", "Flag", "execute", "parse_env", "parse_size", "request"]
+__all__ = ["FLAGS", "Flag", "describe", "execute", "parse_env", "parse_size", "request"]
 
 
 class Flag(NamedTuple):
@@ -126,6 +126,15 @@ def request(image: str, command: list[str], opts: dict[str, Any]) -> dict[str, A
     }
 
 
+def describe(exc: BaseException) -> str:
+    """One line for the user: a flag's problem needs no ``<config>:`` locator."""
+    from forge_core.exceptions import ConfigError
+
+    if isinstance(exc, ConfigError):
+        return "; ".join(p.message if p.file is None and not p.field else str(p) for p in exc.problems)
+    return str(exc)
+
+
 def execute(image: str, command: list[str], opts: dict[str, Any]) -> int:
     """Run the container the flags describe; the exit code for the shell. Errors print one line."""
     from forge_core.exceptions import ConfigError, ForgeError, Unsupported
@@ -135,10 +144,10 @@ def execute(image: str, command: list[str], opts: dict[str, Any]) -> int:
     except KeyboardInterrupt:
         return 130
     except (ConfigError, Unsupported) as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {describe(exc)}\n")
         return 2
     except ForgeError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {describe(exc)}\n")
         return 1
     except OSError as exc:
         sys.stderr.write(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}\n")
