@@ -431,6 +431,14 @@ class TestYamlLoading:
             f"{path}:6: workflows.etl.tasks[1].retrys: unknown field 'retrys'; "
             "did you mean 'retries'?"]
 
+    @pytest.mark.parametrize("head", ["", "x-base: &b {a: 1}\nx-use: {<<: *b}\n"])
+    def test_absurd_nesting_is_refused_on_either_path(self, tmp_path: Path, head: str) -> None:
+        """100,000 nested lists (libyaml's composer would crash the interpreter) are one
+        located error, with or without a merge key sending the file down the node path."""
+        path = write(tmp_path, f"{head}workflows:\n  etl:\n    tasks: {'[' * 100_000}{']' * 100_000}\n")
+        (only,) = problems(path)
+        assert only == f"{path}:{head.count(chr(10)) + 3}: invalid YAML: nested more than 500 levels deep"
+
     def test_lines_come_from_the_text_that_was_loaded(self, tmp_path: Path) -> None:
         """A file rewritten after loading does not move the lines of what was loaded."""
         path = write(tmp_path, wf("""\

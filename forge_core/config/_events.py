@@ -5,7 +5,7 @@ standard scalar types, anchors and aliases), about four times faster: most of a 
 time goes to building a node per scalar and resolving each one's tag. Anything else — a
 duplicate key, a ``<<`` merge, a non-string key, an explicit or unknown tag, several
 documents — raises :class:`Unusual` so the caller takes the node-building path, which
-explains it with a line number.
+explains it with a line number. Either way, nesting beyond :data:`MAX_DEPTH` is an error.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["BaseLoader", "Unusual", "load_events"]
+__all__ = ["MAX_DEPTH", "BaseLoader", "Unusual", "check_depth", "load_events"]
 
 #: libyaml's safe loader when PyYAML was built with it, else the pure-Python one
 BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -25,6 +25,32 @@ _STR = _TAG + "str"
 _SCALARS = frozenset(_TAG + t for t in ("null", "bool", "int", "float", "timestamp"))
 _COLLECTIONS = frozenset((None, "!", _TAG + "seq", _TAG + "map"))
 _NO_KEY: Any = object()
+#: deeper documents are refused: libyaml's node composer recurses in C and crashes the
+#: interpreter (no exception) around 100,000 levels; no config needs a tenth of this limit
+MAX_DEPTH = 500
+
+
+def _too_deep(event: Any) -> yaml.MarkedYAMLError:
+    return yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                       event.start_mark)
+
+
+def check_depth(text: str) -> None:
+    """Raise a ``yaml.YAMLError`` when ``text`` nests deeper than :data:`MAX_DEPTH`; run it
+    before composing ``text`` into nodes."""
+    loader = BaseLoader(text)
+    try:
+        depth = 0
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _too_deep(event)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    finally:
+        loader.dispose()
 
 
 class Unusual(Exception):
@@ -123,3 +149,5 @@ def _build(loader: Any) -> Any:
         if opened:
             stack.append(value)
             keys.append(_NO_KEY)
+            if len(stack) > MAX_DEPTH:
+                raise _too_deep(event)

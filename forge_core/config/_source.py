@@ -16,7 +16,7 @@ import yaml
 
 from ..exceptions import ConfigError, ConfigProblem
 from ._convert import Path
-from ._events import BaseLoader, Unusual, load_events
+from ._events import BaseLoader, Unusual, check_depth, load_events
 
 __all__ = ["Document", "Lines", "read_document"]
 
@@ -156,7 +156,7 @@ def _parse_yaml(text: str, file: str) -> Document:
         try:
             return Document(load_events(text), Lines(text))
         except Unusual:
-            pass
+            check_depth(text)
         loader = _Loader(text)
         try:
             root = loader.get_single_node()
