@@ -24,7 +24,8 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "FORGE_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
 
 
-def forge(*args: str, cwd: Path, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def forge(*args: str, cwd: Path, env: dict[str, str],
+          timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*FORGE, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 

@@ -16,8 +16,6 @@ from typing import Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
-from typer.main import get_group_from_info
-from typer.models import TyperInfo
 
 from . import CORE_NOUNS
 from ._common import DEBUG, ExitCode, callback_debug
@@ -75,9 +73,11 @@ class _Lazy(TyperCommand):
 
 
 def _group(name: str, sub: typer.Typer) -> Any:
-    """The click group ``app.add_typer(sub, name=name)`` would have built."""
-    return get_group_from_info(TyperInfo(sub, name=name), pretty_exceptions_short=True,
-                               suggest_commands=True, rich_markup_mode=None)
+    """The click group ``app.add_typer(sub, name=name)`` would have built (built that way,
+    through Typer's public API only)."""
+    holder = typer.Typer(rich_markup_mode=None, add_completion=False)
+    holder.add_typer(sub, name=name)
+    return typer.main.get_command(holder).commands[name]  # type: ignore[attr-defined]
 
 
 class ForgeGroup(TyperGroup):
