@@ -77,6 +77,12 @@ class _Backends:
     _executors: dict[tuple[str, str], Executor] = attrs.field(factory=dict)
     _runtimes: dict[str, Runtime] = attrs.field(factory=dict)
 
+    def prepare(self) -> None:
+        """Build every backend the workflow's tasks need, so a missing or unusable plugin
+        fails the run before anything runs (each plugin loaded once)."""
+        for task in self.spec.tasks:
+            self.executor_for(task)
+
     def executor_for(self, task: TaskSpec) -> Executor:
         key = _plugin_names(self.spec, task)
         if key not in self._executors:
@@ -118,8 +124,13 @@ async def _drive(
     resolver = TaskResolver(spec=spec, run_id=run_id, home=home, params=record.params,
                             logical_date=record.logical_date, secret_env=secret_env,
                             redactor=redactor)
-    check_plugins(spec)
     backends = _Backends(spec, queue_url)
+    try:
+        backends.prepare()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await backends.aclose()
+        raise
     store.claim_run(run_id, owner)
     try:
         async with anyio.create_task_group() as hooks:

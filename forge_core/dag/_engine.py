@@ -306,34 +306,41 @@ class Engine:
         return False
 
     async def _attempt(self, spec: TaskSpec) -> tuple[Outcome, int]:
-        """Run one attempt; the caller records how it ended."""
+        """Run one attempt within the concurrency limit; the caller records how it ended."""
         number = self._attempts.get(spec.name, 0) + 1
         self._attempts[spec.name] = number
-        async with self._limiter:
-            try:
-                run = self.resolver.resolve(spec, number, self._outputs)
-            except Exception as exc:  # a template with no value, a bad volume string
-                now = time.time()
-                self.store.start_attempt(self.run_id, spec.name, number, None)
-                return Outcome(status="failed", error=str(exc), started_at=now,
-                               finished_at=now), number
-            with self._changes():
-                self.store.start_attempt(self.run_id, spec.name, number,
-                                         str(run.log_path) if run.log_path else None)
-                self._emit("task.started", spec.name, attempt=number)
-                self._states[spec.name] = "running"
-            try:
-                executor = self.executor_for(spec)
-                if self._pipes is not None:
-                    outcome = await self._pipes.submit(executor, run)
-                else:
-                    outcome = await executor.submit(run)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    self.store.finish_attempt(self.run_id, spec.name, number, "cancelled",
-                                              error="cancelled")
-                raise
+        try:
+            self._limiter.acquire_nowait()  # a free slot costs no trip through the event loop
+        except anyio.WouldBlock:
+            await self._limiter.acquire()
+        try:
+            outcome = await self._run_attempt(spec, number)
+        finally:
+            self._limiter.release()
         return attrs.evolve(outcome, error=self.resolver.redact(outcome.error)), number
+
+    async def _run_attempt(self, spec: TaskSpec, number: int) -> Outcome:
+        try:
+            run = self.resolver.resolve(spec, number, self._outputs)
+        except Exception as exc:  # a template with no value, a bad volume string
+            now = time.time()
+            self.store.start_attempt(self.run_id, spec.name, number, None)
+            return Outcome(status="failed", error=str(exc), started_at=now, finished_at=now)
+        with self._changes():
+            self.store.start_attempt(self.run_id, spec.name, number,
+                                     str(run.log_path) if run.log_path else None)
+            self._emit("task.started", spec.name, attempt=number)
+            self._states[spec.name] = "running"
+        try:
+            executor = self.executor_for(spec)
+            if self._pipes is not None:
+                return await self._pipes.submit(executor, run)
+            return await executor.submit(run)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                self.store.finish_attempt(self.run_id, spec.name, number, "cancelled",
+                                          error="cancelled")
+            raise
 
     def _finish_attempt(self, task: str, number: int, outcome: Outcome) -> None:
         self.store.finish_attempt(self.run_id, task, number, outcome.status,

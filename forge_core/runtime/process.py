@@ -18,6 +18,7 @@ import signal as _signal
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -48,7 +49,7 @@ class _Child:
     handle: Handle
     popen: subprocess.Popen[bytes]
     pidfd: int | None
-    lock: anyio.Lock = attrs.field(factory=anyio.Lock)
+    exited: anyio.Event | None = None
     status: ExitStatus | None = None
     stdio: tuple[FdSendStream, FdReceiveStream] | None = None
     watchdog: _spawn.Watchdog | None = None
@@ -79,18 +80,27 @@ class ProcessRuntime(Runtime):
 
     async def start(self, spec: ContainerSpec) -> Handle:
         self.validate(spec)
-        child = await anyio.to_thread.run_sync(_start, spec, limiter=_SPAWNERS)
+        env = _environment(spec)
+        watchdog = None if spec.detach else _spawn.watchdog()  # running before the child exists
+        popen, ours = await anyio.to_thread.run_sync(_spawn_child, spec, env, limiter=_SPAWNERS)
+        child = _adopt(spec, popen, ours, watchdog)
         self._children[child.handle.id] = child
         log.debug("started %s: pid %s %s", child.handle.id, child.popen.pid, spec.command[0])
         return child.handle
 
     async def wait(self, handle: Handle) -> ExitStatus:
         child = self._get(handle)
-        if child.status is None:
-            async with child.lock:
-                if child.status is None:
+        while child.status is None:
+            if child.exited is None:  # the first waiter waits for the exit and reaps
+                child.exited = anyio.Event()
+                try:
                     await _wait_exited(child)
                     child.status = _reap(child)
+                finally:  # reaped, or cancelled: then another waiter takes over
+                    exited, child.exited = child.exited, None
+                    exited.set()
+            else:
+                await child.exited.wait()
         return child.status
 
     async def signal(self, handle: Handle, signum: int) -> None:
@@ -156,10 +166,12 @@ def _open_log(path: Path) -> int:
         raise ForgeError(f"cannot open log file {path}: {exc.strerror}") from None
 
 
-def _start(spec: ContainerSpec) -> _Child:
-    """Start the child (in a worker thread: nothing here touches the event loop)."""
-    env = _environment(spec)
-    watchdog = None if spec.detach else _spawn.watchdog()  # running before the child exists
+def _spawn_child(
+    spec: ContainerSpec, env: Mapping[str, str]
+) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """Start the child; runs in a worker thread, so only the fork and exec happen here (each
+    system call here waits for the event loop to hand back the GIL). Returns the child and
+    the pipe ends Forge keeps for an interactive one."""
     log_fd = _open_log(spec.log_path) if spec.log_path is not None else _devnull()
     ours: list[int] = []
     theirs: list[int] = [log_fd] if spec.log_path is not None else []
@@ -185,6 +197,14 @@ def _start(spec: ContainerSpec) -> _Child:
     finally:
         for fd in theirs:
             os.close(fd)
+    return popen, ours
+
+
+def _adopt(
+    spec: ContainerSpec, popen: subprocess.Popen[bytes], ours: list[int],
+    watchdog: _spawn.Watchdog | None,
+) -> _Child:
+    """Register a started child with the watchdog and wrap it for the runtime."""
     if watchdog is not None:
         watchdog = _spawn.protect(popen.pid)
     handle = Handle(
