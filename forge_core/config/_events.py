@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["MAX_DEPTH", "BaseLoader", "Unusual", "check_depth", "load_events"]
+__all__ = ["MAX_DEPTH", "BaseLoader", "Unusual", "check_depth", "load_events", "positions"]
 
 #: libyaml's safe loader when PyYAML was built with it, else the pure-Python one
 BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -151,3 +151,55 @@ def _build(loader: Any) -> Any:
             keys.append(_NO_KEY)
             if len(stack) > MAX_DEPTH:
                 raise _too_deep(event)
+
+
+def positions(text: str) -> Any:
+    """Where each part of ``text`` (parsed once already) was written, from its events alone:
+    a mapping becomes ``{key: (line of the key, positions of the value)}``, a list
+    ``[(first line of the item, positions of the item), …]``, a scalar ``None``."""
+    loader = BaseLoader(text)
+    try:
+        return _positions(loader)
+    finally:
+        loader.dispose()
+
+
+def _positions(loader: Any) -> Any:
+    stack: list[Any] = []
+    keys: list[Any] = []  # per open mapping: (key, line) waiting for its value, or _NO_KEY
+    anchors: dict[str, Any] = {}
+    root: Any = None
+    while loader.check_event():
+        event = loader.get_event()
+        cls = event.__class__
+        if cls is yaml.MappingEndEvent or cls is yaml.SequenceEndEvent:
+            stack.pop()
+            keys.pop()
+            continue
+        opened = cls is yaml.MappingStartEvent or cls is yaml.SequenceStartEvent
+        if opened:
+            value: Any = {} if cls is yaml.MappingStartEvent else []
+        elif cls is yaml.AliasEvent:
+            value = anchors.get(event.anchor)
+        elif cls is yaml.ScalarEvent:
+            value = None
+        else:  # stream and document boundaries
+            continue
+        if cls is not yaml.AliasEvent and event.anchor is not None:
+            anchors[event.anchor] = value
+        line = event.start_mark.line + 1
+        if not stack:
+            root = value
+        elif stack[-1].__class__ is list:
+            stack[-1].append((line, value))
+        elif keys[-1] is _NO_KEY:  # a key: only plain text keys can be looked up
+            keys[-1] = (event.value if cls is yaml.ScalarEvent else None, line)
+        else:
+            key, key_line = keys[-1]
+            if key is not None:
+                stack[-1][key] = (key_line, value)
+            keys[-1] = _NO_KEY
+        if opened:
+            stack.append(value)
+            keys.append(_NO_KEY)
+    return root

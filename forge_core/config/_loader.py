@@ -11,7 +11,6 @@ from pathlib import Path as FsPath
 from typing import Any, TypeVar
 
 import attrs
-import yaml
 
 from ..exceptions import ConfigError, ConfigProblem
 from ..spec import ProjectSpec, Settings, WorkflowSpec
@@ -219,27 +218,15 @@ def _merge_defaults(task: dict[Any, Any], defaults: dict[Any, Any], tpath: Path,
             task[key] = {**value, **task[key]}
 
 
-def _key_lines(node: yaml.Node | None) -> dict[str, int]:
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    return {str(k.value): k.start_mark.line + 1 for k, _v in node.value}
-
-
 def _origin(spec: WorkflowSpec, lines: Lines, wpath: Path, mapping_form: bool) -> Origin:
     """Where ``spec``'s fields were written; the lines are read from ``lines`` on first use."""
     names = [t.name for t in spec.tasks]
 
     def fill(origin: Origin) -> None:
         origin.line = lines.line(wpath)
-        origin.fields = _key_lines(lines.node(wpath))
-        origin.defaults = _key_lines(lines.node((*wpath, "defaults")))
-        tasks = lines.node((*wpath, "tasks"))
-        if isinstance(tasks, yaml.SequenceNode):
-            for item in tasks.value:
-                origin.task_fields.append({"": item.start_mark.line + 1, **_key_lines(item)})
-        elif isinstance(tasks, yaml.MappingNode):
-            for key, body in tasks.value:
-                origin.task_fields.append({"": key.start_mark.line + 1, **_key_lines(body)})
+        origin.fields = lines.keys(wpath)
+        origin.defaults = lines.keys((*wpath, "defaults"))
+        origin.task_fields = lines.entries((*wpath, "tasks"))
         if len(origin.task_fields) != len(origin.task_names):
             origin.task_fields = [{} for _ in origin.task_names]
 

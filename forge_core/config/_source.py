@@ -1,7 +1,7 @@
 """Reading a config file into plain data plus a way to find the line of any field in it.
 
 YAML is loaded with safe-load semantics straight from libyaml's events (no node tree); the
-tree that gives line numbers is built from the kept text only when a problem must be
+positions that give line numbers are read from the kept text only when a problem must be
 reported. TOML has no line numbers.
 """
 
@@ -16,14 +16,14 @@ import yaml
 
 from ..exceptions import ConfigError, ConfigProblem
 from ._convert import Path
-from ._events import BaseLoader, Unusual, check_depth, load_events
+from ._events import BaseLoader, Unusual, check_depth, load_events, positions
 
 __all__ = ["Document", "Lines", "read_document"]
 
 
 class _Loader(BaseLoader):  # type: ignore[misc]
     """The safe loader, remembering each plain scalar's resolved tag (a big workflow repeats
-    the same words thousands of times): builds the node tree that gives line numbers."""
+    the same words thousands of times), for documents the fast path leaves alone."""
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
@@ -40,58 +40,88 @@ class _Loader(BaseLoader):  # type: ignore[misc]
 
 
 class Lines:
-    """Line numbers of a YAML text, from a node tree built only when a line is asked for (an
-    error is being reported): loading a valid file never pays for node positions."""
+    """Line numbers of a YAML document, from a tree of positions (see :func:`positions`) worked
+    out only when a line is asked for (an error is being reported): loading a valid file
+    never pays for them."""
 
-    def __init__(self, text: str | None = None, root: yaml.Node | None = None) -> None:
+    def __init__(self, text: str | None = None, tree: Any = None) -> None:
         self._text = text
-        self._root = root
-        self._keys: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
+        self._tree = tree
 
     @property
-    def root(self) -> yaml.Node | None:
-        """The document's node tree (``None`` for TOML or an empty document)."""
+    def tree(self) -> Any:
+        """The positions tree (``None`` for TOML or an empty document)."""
         if self._text is not None:
             text, self._text = self._text, None
-            loader = _Loader(text)
-            try:
-                self._root = loader.get_single_node()
-            except yaml.YAMLError:  # cannot happen: the same text was parsed once already
-                self._root = None
-            finally:
-                loader.dispose()
-        return self._root
-
-    def node(self, path: Path) -> yaml.Node | None:
-        """The node at ``path``, or ``None`` when the path is not in the file."""
-        node = self.root
-        for part in path:
-            node = self._child(node, part)[1] if node is not None else None
-        return node
+            self._tree = positions(text)
+        return self._tree
 
     def line(self, path: Path) -> int | None:
         """1-based line of the deepest part of ``path`` found in the file (a mapping key's
         line for a field, an item's first line for a list entry)."""
-        node, line = self.root, None
+        tree, line = self.tree, None
         for part in path:
-            key, child = self._child(node, part)
-            if key is None or child is None:
+            entry = _entry(tree, part)
+            if entry is None:
                 break
-            line, node = key.start_mark.line + 1, child
+            line, tree = entry
         return line
 
-    def _child(self, node: yaml.Node | None, part: str | int) -> tuple[Any, Any]:
-        if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(node.value):
-                return node.value[part], node.value[part]
-        elif isinstance(node, yaml.MappingNode):
-            keys = self._keys.get(id(node))
-            if keys is None:
-                keys = self._keys[id(node)] = {
-                    str(k.value): (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)
-                }
-            return keys.get(str(part), (None, None))
-        return None, None
+    def keys(self, path: Path) -> dict[str, int]:
+        """Each key of the mapping at ``path`` and its line (empty when there is none)."""
+        return _keys(self._at(path))
+
+    def entries(self, path: Path) -> list[dict[str, int]]:
+        """For each item of the list (or value of the mapping) at ``path``: its keys' lines,
+        and its own line under ``""``."""
+        tree = self._at(path)
+        pairs = tree if isinstance(tree, list) else list(tree.values()) if isinstance(
+            tree, dict) else []
+        return [{"": line, **_keys(sub)} for line, sub in pairs]
+
+    def _at(self, path: Path) -> Any:
+        tree = self.tree
+        for part in path:
+            entry = _entry(tree, part)
+            if entry is None:
+                return None
+            tree = entry[1]
+        return tree
+
+
+def _entry(tree: Any, part: str | int) -> tuple[int, Any] | None:
+    if isinstance(tree, list) and isinstance(part, int) and 0 <= part < len(tree):
+        found: tuple[int, Any] = tree[part]
+        return found
+    if isinstance(tree, dict):
+        return tree.get(str(part))
+    return None
+
+
+def _keys(tree: Any) -> dict[str, int]:
+    return {key: line for key, (line, _sub) in tree.items()} if isinstance(tree, dict) else {}
+
+
+def _node_positions(root: yaml.Node | None) -> Any:
+    """The positions tree of a composed (and constructed: ``<<`` merges flattened) node tree."""
+    memo: dict[int, Any] = {}
+
+    def walk(node: yaml.Node) -> Any:
+        if id(node) in memo:
+            return memo[id(node)]
+        if isinstance(node, yaml.MappingNode):
+            mapping: dict[str, Any] = memo.setdefault(id(node), {})
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    mapping[str(key.value)] = (key.start_mark.line + 1, walk(value))
+            return mapping
+        if isinstance(node, yaml.SequenceNode):
+            items: list[Any] = memo.setdefault(id(node), [])
+            items.extend((item.start_mark.line + 1, walk(item)) for item in node.value)
+            return items
+        return None
+
+    return None if root is None else walk(root)
 
 
 class Document:
@@ -101,9 +131,6 @@ class Document:
         self.data = data
         self.lines = lines or Lines()
         self.duplicates: list[tuple[Path, int, int]] = []
-
-    def node(self, path: Path) -> yaml.Node | None:
-        return self.lines.node(path)
 
     def line(self, path: Path) -> int | None:
         return self.lines.line(path)
@@ -160,9 +187,10 @@ def _parse_yaml(text: str, file: str) -> Document:
         loader = _Loader(text)
         try:
             root = loader.get_single_node()
-            doc = Document(None, Lines(root=root))
+            doc = Document(None)
             doc.duplicates = list(_duplicate_keys(root))
             doc.data = loader.construct_document(root) if root is not None else None
+            doc.lines = Lines(tree=_node_positions(root))
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
