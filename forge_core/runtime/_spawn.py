@@ -171,7 +171,7 @@ def _child_setup(limits: Sequence[Limit]) -> Callable[[], None]:
 def spawn(
     argv: Sequence[str],
     *,
-    env: Mapping[str, str],
+    env: Mapping[str, str] | Mapping[bytes, bytes],
     cwd: str | None,
     stdin: int,
     stdout: int,

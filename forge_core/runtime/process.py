@@ -148,9 +148,15 @@ class ProcessRuntime(Runtime):
             raise NotFound(f"no container {handle.id} in the process runtime") from None
 
 
-def _environment(spec: ContainerSpec) -> dict[str, str]:
-    env = dict(os.environ) if spec.inherit_env else {}
-    env.update(spec.env)
+def _environment(spec: ContainerSpec) -> dict[bytes, bytes]:
+    """The child's environment, as the bytes ``exec`` takes (no decoding of Forge's whole
+    environment and encoding it again for every child)."""
+    env: dict[bytes, bytes] = {}
+    if spec.inherit_env:
+        raw = getattr(os.environ, "_data", None)  # CPython on POSIX: the bytes dict itself
+        env = dict(raw) if isinstance(raw, dict) else {
+            os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+    env.update((os.fsencode(k), os.fsencode(v)) for k, v in spec.env.items())
     return env
 
 
@@ -167,7 +173,7 @@ def _open_log(path: Path) -> int:
 
 
 def _spawn_child(
-    spec: ContainerSpec, env: Mapping[str, str]
+    spec: ContainerSpec, env: Mapping[bytes, bytes]
 ) -> tuple[subprocess.Popen[bytes], list[int]]:
     """Start the child; runs in a worker thread, so only the fork and exec happen here (each
     system call here waits for the event loop to hand back the GIL). Returns the child and
