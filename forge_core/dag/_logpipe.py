@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,7 +47,12 @@ class LogPipes:
         redactor = self.new_redactor()
         if run.log_path is None or redactor is None:
             return await executor.submit(run)
-        pump = _Pump.open(self._fifo(), run.log_path, redactor)
+        try:
+            pump = _Pump.open(self._fifo(), run.log_path, redactor)
+        except OSError as exc:  # never fall back to writing the log unmasked
+            now = time.time()
+            return Outcome(status="failed", error=f"cannot open the log of {run.task}: {exc}",
+                           started_at=now, finished_at=now)
         outcome: Outcome | None = None
         try:
             async with anyio.create_task_group() as tg:
