@@ -156,7 +156,9 @@ class Cgroup:
             if pids is not None:
                 self._file("pids", "pids.max", "pids.max").write_text(str(pids))
         except OSError as exc:
-            raise Unsupported(f"the kernel refused a resource limit ({exc.strerror}: {exc.filename})") from None
+            raise Unsupported(
+                f"the kernel refused a resource limit ({exc.strerror}: {exc.filename})"
+            ) from None
 
     def join(self, pid: int = 0) -> None:
         """Move ``pid`` (0: the caller) into every hierarchy."""
@@ -191,6 +193,7 @@ class Cgroup:
 
     def stats(self) -> tuple[float, int, int]:
         """CPU seconds, memory bytes and process count."""
+
         def read(controller: str, v1name: str, v2name: str) -> str:
             with contextlib.suppress(OSError, AssertionError):
                 return self._file(controller, v1name, v2name).read_text()

@@ -29,7 +29,9 @@ def send(fd: int, **msg: Any) -> None:
         os.write(fd, (json.dumps(msg) + "\n").encode())
 
 
-def supervise(plan: dict[str, Any], cgroup: Cgroup, sync_w: int, go_r: int, listeners: list[tuple[socket.socket, int]]) -> None:
+def supervise(
+    plan: dict[str, Any], cgroup: Cgroup, sync_w: int, go_r: int, listeners: list[tuple[socket.socket, int]]
+) -> None:
     """Body of the supervisor process; never returns."""
     code = 0
     try:
@@ -225,10 +227,18 @@ def _mounts_inside(plan: dict[str, Any]) -> None:
     for dev in _DEVICES:
         open(f"/dev/{dev}", "w").close()
         _sys.mount(f"/.forge-oldroot/dev/{dev}", f"/dev/{dev}", None, _sys.MS_BIND)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ):
         os.symlink(target, f"/dev/{name}")
-    for sub, fstype, opts in (("pts", "devpts", "newinstance,ptmxmode=0666,mode=620"), ("shm", "tmpfs", "mode=1777")):
+    for sub, fstype, opts in (
+        ("pts", "devpts", "newinstance,ptmxmode=0666,mode=620"),
+        ("shm", "tmpfs", "mode=1777"),
+    ):
         _mkdirs(f"/dev/{sub}")
         _sys.mount(fstype, f"/dev/{sub}", fstype, _sys.MS_NOSUID | _sys.MS_NOEXEC, opts)
     for vol, fd in zip(plan["volumes"], plan["volume_fds"], strict=True):
@@ -277,11 +287,9 @@ def _lookup_user(spec: str | None) -> tuple[int, int, str]:
         return 0, 0, "/root"
     name, _, group = spec.partition(":")
     uid, gid, home = None, None, "/"
-    with contextlib.suppress(OSError):
-        for line in open("/etc/passwd").read().splitlines():
-            fields = line.split(":")
-            if len(fields) >= 6 and name in (fields[0], fields[2]):
-                uid, gid, home = int(fields[2]), int(fields[3]), fields[5]
+    for fields in _table("/etc/passwd", 6):
+        if name in (fields[0], fields[2]):
+            uid, gid, home = int(fields[2]), int(fields[3]), fields[5]
     if uid is None:
         if not name.isdigit():
             raise FileNotFoundError(f"no user {name!r} in the image's /etc/passwd")
@@ -291,12 +299,20 @@ def _lookup_user(spec: str | None) -> tuple[int, int, str]:
     return uid, int(gid or 0), home
 
 
+def _table(path: str, width: int) -> list[list[str]]:
+    """The colon-separated lines of ``/etc/passwd``-style ``path`` with at least ``width`` fields."""
+    try:
+        with open(path) as fh:
+            rows = [line.split(":") for line in fh.read().splitlines()]
+    except OSError:
+        return []
+    return [row for row in rows if len(row) >= width]
+
+
 def _group_id(name: str) -> int:
-    with contextlib.suppress(OSError):
-        for line in open("/etc/group").read().splitlines():
-            fields = line.split(":")
-            if len(fields) >= 3 and fields[0] == name:
-                return int(fields[2])
+    for fields in _table("/etc/group", 3):
+        if fields[0] == name:
+            return int(fields[2])
     raise FileNotFoundError(f"no group {name!r} in the image's /etc/group")
 
 
@@ -325,7 +341,7 @@ def _exec(plan: dict[str, Any], sync_w: int) -> None:
     path = argv[0] if "/" in argv[0] else _which(argv[0], env["PATH"])
     if path is None:
         raise FileNotFoundError(f"executable {argv[0]!r} not found in the image")
-    os.execve(path, argv, env)
+    os.execve(path, argv, env)  # noqa: S606 -- the user's argv, run directly: never through a shell
 
 
 def _which(name: str, search: str) -> str | None:

@@ -238,9 +238,11 @@ class Engine:
         """A delete that was interrupted, or a create whose creator and supervisor both died."""
         if data.get("status") == "removing":
             return True
-        return (data.get("status") == "creating"
-                and not alive(data.get("creator"), data.get("creator_start"))
-                and not alive(data.get("sup_pid"), data.get("sup_start")))
+        return (
+            data.get("status") == "creating"
+            and not alive(data.get("creator"), data.get("creator_start"))
+            and not alive(data.get("sup_pid"), data.get("sup_start"))
+        )
 
 
 def _rmtree(path: Path) -> None:

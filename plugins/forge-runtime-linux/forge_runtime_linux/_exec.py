@@ -12,12 +12,24 @@ from forge_core.exceptions import NotFound, Unsupported
 from . import _child, _sys
 from ._cgroups import Cgroup
 
-_NS = (("ipc", _sys.CLONE_NEWIPC), ("uts", _sys.CLONE_NEWUTS), ("net", _sys.CLONE_NEWNET),
-       ("pid", _sys.CLONE_NEWPID), ("cgroup", _sys.CLONE_NEWCGROUP), ("mnt", _sys.CLONE_NEWNS))
+_NS = (
+    ("ipc", _sys.CLONE_NEWIPC),
+    ("uts", _sys.CLONE_NEWUTS),
+    ("net", _sys.CLONE_NEWNET),
+    ("pid", _sys.CLONE_NEWPID),
+    ("cgroup", _sys.CLONE_NEWCGROUP),
+    ("mnt", _sys.CLONE_NEWNS),
+)
 
 
-def exec_in(data: dict[str, Any], cgroup: Cgroup, argv: list[str], user: str | None, workdir: str | None,
-            env: dict[str, str]) -> int:
+def exec_in(
+    data: dict[str, Any],
+    cgroup: Cgroup,
+    argv: list[str],
+    user: str | None,
+    workdir: str | None,
+    env: dict[str, str],
+) -> int:
     """Run ``argv`` in the container with this process's stdio; returns its exit code."""
     pid = data.get("pid")
     if not pid or not os.path.exists(f"/proc/{pid}"):
@@ -41,8 +53,13 @@ def exec_in(data: dict[str, Any], cgroup: Cgroup, argv: list[str], user: str | N
                 code = os.waitstatus_to_exitcode(os.waitpid(inner, 0)[1])
                 code = code if code >= 0 else 128 - code
             else:
-                plan = {**data, "command": argv, "env": {**data.get("env", {}), **env}, "user": user or data.get("user"),
-                        "workdir": workdir or data.get("workdir")}
+                plan = {
+                    **data,
+                    "command": argv,
+                    "env": {**data.get("env", {}), **env},
+                    "user": user or data.get("user"),
+                    "workdir": workdir or data.get("workdir"),
+                }
                 try:
                     _child._harden()
                     _child._become_user(plan)

@@ -73,7 +73,7 @@ class _Reader:
         self._tar: tarfile.TarFile | None = None
         self._names: dict[str, tarfile.TarInfo] = {}
         if not source.is_dir():
-            self._tar = stack.enter_context(tarfile.open(source, "r:"))
+            self._tar = stack.enter_context(tarfile.open(source, "r:"))  # noqa: SIM115 -- closed by the stack
             self._names = {m.name.removeprefix("./"): m for m in self._tar}
 
     def names(self) -> set[str]:

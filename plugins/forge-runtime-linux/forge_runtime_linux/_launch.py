@@ -42,8 +42,9 @@ def check_request(engine: Engine, req: dict[str, Any]) -> None:
     if any(p[3] not in ("tcp", "udp") for p in req["ports"]):
         raise Unsupported("only tcp and udp ports can be published")
     if engine.rootless and not engine.userns:
-        raise Unsupported("userns=False (--userns host) needs root: rootless containers always "
-                          "run in a user namespace")
+        raise Unsupported(
+            "userns=False (--userns host) needs root: rootless containers always run in a user namespace"
+        )
     for vol in req["volumes"]:
         if not os.path.isabs(vol["source"]) or not os.path.exists(vol["source"]):
             raise NotFound(f"volume source {vol['source']!r} does not exist (use an absolute host path)")
@@ -59,20 +60,41 @@ def _plan(engine: Engine, cid: str, req: dict[str, Any], image: dict[str, Any], 
     env.update(req["env"])
     pid = os.getpid()
     return {
-        "id": cid, "name": req.get("name"), "image": req["image"], "image_id": image["id"],
-        "command": list(req["command"]), "env": env, "hostname": req.get("hostname") or cid,
-        "workdir": req.get("workdir") or cfg.get("WorkingDir") or "/", "user": req.get("user") or cfg.get("User") or None,
-        "network": req["network"], "detach": req["detach"], "init": engine.init,
-        "userns": engine.rootless or engine.userns, "rootless": engine.rootless,
-        "volumes": req["volumes"], "tmpfs": req["tmpfs"], "ports": req["ports"], "resources": req["resources"],
-        "labels": req.get("labels", {}), "dir": str(cdir),
+        "id": cid,
+        "name": req.get("name"),
+        "image": req["image"],
+        "image_id": image["id"],
+        "command": list(req["command"]),
+        "env": env,
+        "hostname": req.get("hostname") or cid,
+        "workdir": req.get("workdir") or cfg.get("WorkingDir") or "/",
+        "user": req.get("user") or cfg.get("User") or None,
+        "network": req["network"],
+        "detach": req["detach"],
+        "init": engine.init,
+        "userns": engine.rootless or engine.userns,
+        "rootless": engine.rootless,
+        "volumes": req["volumes"],
+        "tmpfs": req["tmpfs"],
+        "ports": req["ports"],
+        "resources": req["resources"],
+        "labels": req.get("labels", {}),
+        "dir": str(cdir),
         # a cgroup only when a limit asks for one: joining a v1 cgroup costs ~10 ms (an RCU grace
         # period); the PID namespace already ends every process with PID 1, and stats scan it
         "cgroup": f"{engine.tag}/{cid}" if req["resources"] else None,
-        "lower": str(image["rootfs"]), "upper": str(cdir / "upper"), "work": str(cdir / "work"),
-        "merged": str(cdir / "merged"), "overlay": True, "resolv": _resolv(req["network"]),
+        "lower": str(image["rootfs"]),
+        "upper": str(cdir / "upper"),
+        "work": str(cdir / "work"),
+        "merged": str(cdir / "merged"),
+        "overlay": True,
+        "resolv": _resolv(req["network"]),
         "log": req.get("log_path") or (str(cdir / "log") if req["detach"] else None),
-        "status": "creating", "created": time.time(), "parent": pid, "creator": pid, "creator_start": start_time(pid),
+        "status": "creating",
+        "created": time.time(),
+        "parent": pid,
+        "creator": pid,
+        "creator_start": start_time(pid),
     }
 
 
@@ -131,7 +153,9 @@ class Pending:
         return True
 
 
-def prepare(engine: Engine, req: dict[str, Any], image: dict[str, Any], stdio: tuple[int, int, int] | None) -> Pending:
+def prepare(
+    engine: Engine, req: dict[str, Any], image: dict[str, Any], stdio: tuple[int, int, int] | None
+) -> Pending:
     """Journal, cgroup, overlay dirs, published sockets, then fork the supervisor; on failure
     everything made is removed."""
     cid = os.urandom(6).hex()
@@ -140,7 +164,7 @@ def prepare(engine: Engine, req: dict[str, Any], image: dict[str, Any], stdio: t
         cdir.mkdir(mode=0o711)
     except FileNotFoundError:
         engine.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(engine.dir, 0o711)
+        os.chmod(engine.dir, 0o711)  # noqa: S103 -- traverse only: mapped container roots reach their overlay
         cdir.mkdir(mode=0o711)
     plan = _plan(engine, cid, req, image, cdir)
     engine.write_state(cid, plan)  # the journal entry exists before anything it names
@@ -175,8 +199,14 @@ def _stdio_fds(plan: dict[str, Any]) -> list[int]:
     return [devnull, devnull, devnull]
 
 
-def _fork(engine: Engine, plan: dict[str, Any], cgroup: _cgroups.Cgroup, stdio: list[int],
-          listeners: list[tuple[socket.socket, int]], shift: int) -> Pending:
+def _fork(
+    engine: Engine,
+    plan: dict[str, Any],
+    cgroup: _cgroups.Cgroup,
+    stdio: list[int],
+    listeners: list[tuple[socket.socket, int]],
+    shift: int,
+) -> Pending:
     from . import _child
 
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
@@ -212,16 +242,22 @@ def finish(engine: Engine, pending: Pending) -> dict[str, Any]:
         if error and error.get("kind") == "notfound":
             raise NotFound(message)
         raise BackendUnavailable(message)
-    plan.update(status="running", pid=started["pid"], pid_start=start_time(started["pid"]),
-                sup_pid=started["sup"], sup_start=start_time(started["sup"]))
+    plan.update(
+        status="running",
+        pid=started["pid"],
+        pid_start=start_time(started["pid"]),
+        sup_pid=started["sup"],
+        sup_start=start_time(started["sup"]),
+    )
     if not alive(plan["sup_pid"], plan["sup_start"]):
         plan["sup_start"] = "gone"
     engine.write_state(plan["id"], plan)
     return plan
 
 
-def start_blocking(engine: Engine, req: dict[str, Any], image: dict[str, Any],
-                   stdio: tuple[int, int, int] | None) -> dict[str, Any]:
+def start_blocking(
+    engine: Engine, req: dict[str, Any], image: dict[str, Any], stdio: tuple[int, int, int] | None
+) -> dict[str, Any]:
     """Start a container, blocking this thread until its command was exec'd (or failed)."""
     pending = prepare(engine, req, image, stdio)
     try:

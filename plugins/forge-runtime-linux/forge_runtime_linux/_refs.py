@@ -66,5 +66,8 @@ def lookup(root: Path, ref: str) -> dict[str, Any]:
     """``{"id", "rootfs", "config"}`` of the image ``ref`` names in the store at ``root``."""
     digest = digest_of(root, ref, read_refs(root))
     data = meta(root, digest)
-    return {"id": digest, "rootfs": str(root / "content" / digest.removeprefix("sha256:") / "rootfs"),
-            "config": dict(data.get("config") or {})}
+    return {
+        "id": digest,
+        "rootfs": str(root / "content" / digest.removeprefix("sha256:") / "rootfs"),
+        "config": dict(data.get("config") or {}),
+    }

@@ -41,8 +41,9 @@ _UDP_PEERS = 256
 """Host-side UDP clients remembered per published port; the oldest is forgotten beyond this."""
 
 
-def _datagram_in(sel: selectors.BaseSelector, outer: socket.socket, port: int,
-                 peers: dict[Any, socket.socket]) -> None:
+def _datagram_in(
+    sel: selectors.BaseSelector, outer: socket.socket, port: int, peers: dict[Any, socket.socket]
+) -> None:
     """Forward a datagram from a host client into the container, through one connected socket
     per client so that the container's replies find their way back."""
     try:
@@ -69,7 +70,9 @@ def _datagram_back(inner: socket.socket, outer: socket.socket, addr: Any) -> Non
         outer.sendto(inner.recv(65535), addr)
 
 
-def _accept(sel: selectors.BaseSelector, lst: socket.socket, port: int, open_ends: dict[socket.socket, int]) -> None:
+def _accept(
+    sel: selectors.BaseSelector, lst: socket.socket, port: int, open_ends: dict[socket.socket, int]
+) -> None:
     """Connect to the container's port from inside its network namespace."""
     try:
         conn, _addr = lst.accept()
@@ -86,7 +89,9 @@ def _accept(sel: selectors.BaseSelector, lst: socket.socket, port: int, open_end
     open_ends[conn] = open_ends[inner] = 2
 
 
-def _pump(sel: selectors.BaseSelector, src: socket.socket, dst: socket.socket, open_ends: dict[socket.socket, int]) -> None:
+def _pump(
+    sel: selectors.BaseSelector, src: socket.socket, dst: socket.socket, open_ends: dict[socket.socket, int]
+) -> None:
     try:
         data = src.recv(65536)
         if data:

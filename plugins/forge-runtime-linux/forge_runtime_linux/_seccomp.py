@@ -30,23 +30,62 @@ _RET_K = 0x06
 
 #: x86_64 syscall numbers refused with EPERM
 DENIED: dict[str, int] = {
-    "syslog": 103, "uselib": 134, "vhangup": 153, "pivot_root": 155, "_sysctl": 156,
-    "adjtimex": 159, "acct": 163, "settimeofday": 164, "mount": 165, "umount2": 166,
-    "swapon": 167, "swapoff": 168, "reboot": 169, "iopl": 172, "ioperm": 173,
-    "create_module": 174, "init_module": 175, "delete_module": 176, "get_kernel_syms": 177,
-    "query_module": 178, "quotactl": 179, "nfsservctl": 180, "lookup_dcookie": 212,
-    "clock_settime": 227, "kexec_load": 246, "add_key": 248, "request_key": 249,
-    "keyctl": 250, "unshare": 272, "perf_event_open": 298, "name_to_handle_at": 303,
-    "open_by_handle_at": 304, "clock_adjtime": 305, "setns": 308, "finit_module": 313,
-    "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323, "open_tree": 428,
-    "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+    "syslog": 103,
+    "uselib": 134,
+    "vhangup": 153,
+    "pivot_root": 155,
+    "_sysctl": 156,
+    "adjtimex": 159,
+    "acct": 163,
+    "settimeofday": 164,
+    "mount": 165,
+    "umount2": 166,
+    "swapon": 167,
+    "swapoff": 168,
+    "reboot": 169,
+    "iopl": 172,
+    "ioperm": 173,
+    "create_module": 174,
+    "init_module": 175,
+    "delete_module": 176,
+    "get_kernel_syms": 177,
+    "query_module": 178,
+    "quotactl": 179,
+    "nfsservctl": 180,
+    "lookup_dcookie": 212,
+    "clock_settime": 227,
+    "kexec_load": 246,
+    "add_key": 248,
+    "request_key": 249,
+    "keyctl": 250,
+    "unshare": 272,
+    "perf_event_open": 298,
+    "name_to_handle_at": 303,
+    "open_by_handle_at": 304,
+    "clock_adjtime": 305,
+    "setns": 308,
+    "finit_module": 313,
+    "kexec_file_load": 320,
+    "bpf": 321,
+    "userfaultfd": 323,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
     "mount_setattr": 442,
 }
 _CLONE = 56
 _CLONE3 = 435
 _NS_FLAGS = (
-    _sys.CLONE_NEWNS | _sys.CLONE_NEWCGROUP | _sys.CLONE_NEWUTS | _sys.CLONE_NEWIPC
-    | _sys.CLONE_NEWUSER | _sys.CLONE_NEWPID | _sys.CLONE_NEWNET
+    _sys.CLONE_NEWNS
+    | _sys.CLONE_NEWCGROUP
+    | _sys.CLONE_NEWUTS
+    | _sys.CLONE_NEWIPC
+    | _sys.CLONE_NEWUSER
+    | _sys.CLONE_NEWPID
+    | _sys.CLONE_NEWNET
 )
 
 

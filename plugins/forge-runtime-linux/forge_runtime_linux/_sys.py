@@ -7,9 +7,21 @@ import ctypes
 import os
 
 __all__ = [
-    "CLONE_NEWCGROUP", "CLONE_NEWIPC", "CLONE_NEWNET", "CLONE_NEWNS", "CLONE_NEWPID",
-    "CLONE_NEWUSER", "CLONE_NEWUTS", "loopback_up", "mount", "pivot_root", "prctl", "sethostname", "setns",
-    "umount2", "unshare",
+    "CLONE_NEWCGROUP",
+    "CLONE_NEWIPC",
+    "CLONE_NEWNET",
+    "CLONE_NEWNS",
+    "CLONE_NEWPID",
+    "CLONE_NEWUSER",
+    "CLONE_NEWUTS",
+    "loopback_up",
+    "mount",
+    "pivot_root",
+    "prctl",
+    "sethostname",
+    "setns",
+    "umount2",
+    "unshare",
 ]
 
 CLONE_NEWNS = 0x00020000
@@ -64,7 +76,9 @@ def _b(value: str | None) -> bytes | None:
     return None if value is None else os.fsencode(value)
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
+) -> None:
     _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), f"mount {target}")
 
 

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import attrs
+
 from forge_core.exceptions import ConfigError
 
-__all__ = ["Budget", "Limits", "LayerWriter"]
+__all__ = ["Budget", "LayerWriter", "Limits"]
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"

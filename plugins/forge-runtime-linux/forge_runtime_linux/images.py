@@ -20,10 +20,10 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 import attrs
+
 from forge_core.abc import Image, ImageStore, StoreUsage
 from forge_core.exceptions import ConfigError, NotFound
 
@@ -34,6 +34,7 @@ from ._tarsafe import Budget, LayerWriter, Limits
 __all__ = ["SnapshotImageStore", "parse_ref"]
 
 log = logging.getLogger(__name__)
+
 
 def default_uid_shift() -> int:
     """As root, the host range container root maps to (see ``_idmap``); rootless, 0: files
@@ -120,7 +121,9 @@ class SnapshotImageStore(ImageStore):
         used = self._used_ids()
         size = sum(i.size for i in images)
         return StoreUsage(
-            images=len(images), bytes=size, reclaimable=sum(i.size for i in images if not i.names and i.id not in used)
+            images=len(images),
+            bytes=size,
+            reclaimable=sum(i.size for i in images if not i.names and i.id not in used),
         )
 
     # --- synchronous core ----------------------------------------------------------
@@ -155,8 +158,11 @@ class SnapshotImageStore(ImageStore):
 
         cfg = self._config
         limits = Limits(
-            max_bytes=cfg.max_bytes, max_entries=cfg.max_entries, max_depth=cfg.max_depth,
-            keep_setuid=cfg.keep_setuid, uid_shift=self.uid_shift,
+            max_bytes=cfg.max_bytes,
+            max_entries=cfg.max_entries,
+            max_depth=cfg.max_depth,
+            keep_setuid=cfg.keep_setuid,
+            uid_shift=self.uid_shift,
         )
         root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -168,7 +174,7 @@ class SnapshotImageStore(ImageStore):
             writer.finish()
             if self.uid_shift and os.geteuid() == 0:
                 os.chown(rootfs, self.uid_shift, self.uid_shift)
-            os.chmod(rootfs, 0o755)
+            os.chmod(rootfs, 0o755)  # noqa: S103 -- an image root is world-readable, as / is
         finally:
             os.close(root_fd)
         return config

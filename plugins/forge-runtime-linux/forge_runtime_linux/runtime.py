@@ -32,9 +32,17 @@ log = logging.getLogger(__name__)
 def request(spec: ContainerSpec) -> dict[str, Any]:
     """``spec`` as the plain data the engine and the journal use."""
     return {
-        "command": list(spec.command), "name": spec.name, "image": spec.image, "env": dict(spec.env),
-        "hostname": spec.hostname, "workdir": spec.workdir, "user": spec.user, "network": spec.network,
-        "detach": spec.detach, "tmpfs": list(spec.tmpfs), "labels": dict(spec.labels),
+        "command": list(spec.command),
+        "name": spec.name,
+        "image": spec.image,
+        "env": dict(spec.env),
+        "hostname": spec.hostname,
+        "workdir": spec.workdir,
+        "user": spec.user,
+        "network": spec.network,
+        "detach": spec.detach,
+        "tmpfs": list(spec.tmpfs),
+        "labels": dict(spec.labels),
         "volumes": [{"source": v.source, "target": v.target, "read_only": v.read_only} for v in spec.volumes],
         "ports": [[p.host_ip, p.host_port, p.container_port, p.protocol] for p in spec.ports],
         "resources": {k: getattr(spec.resources, k) for k in spec.resources.asked()},
@@ -50,10 +58,22 @@ class LinuxRuntime(Runtime):
     """Namespaces, cgroups (v2, v1, hybrid), an overlay root and a seccomp filter."""
 
     name = "linux"
-    supports = frozenset({
-        "image", "user", "hostname", "volumes", "tmpfs", "ports", "detach",
-        "network.private", "network.none", "resources.memory", "resources.cpus", "resources.pids",
-    })
+    supports = frozenset(
+        {
+            "image",
+            "user",
+            "hostname",
+            "volumes",
+            "tmpfs",
+            "ports",
+            "detach",
+            "network.private",
+            "network.none",
+            "resources.memory",
+            "resources.cpus",
+            "resources.pids",
+        }
+    )
 
     @attrs.frozen(kw_only=True)
     class Config:
@@ -69,7 +89,9 @@ class LinuxRuntime(Runtime):
         child). ``False`` makes the command PID 1 itself, which the kernel shields from
         SIGTERM unless it installs a handler (Docker's default without ``--init``)."""
 
-    def __init__(self, config: Config | None = None, image_store: ImageStore | None = None, **_services: object) -> None:
+    def __init__(
+        self, config: Config | None = None, image_store: ImageStore | None = None, **_services: object
+    ) -> None:
         self._config = config or LinuxRuntime.Config()
         self._home = Path(self._config.home) if self._config.home else forge_home()
         if image_store is None:
@@ -87,8 +109,10 @@ class LinuxRuntime(Runtime):
         if platform.machine() != "x86_64":
             return Availability.no("the seccomp filter is written for x86_64")
         if os.geteuid() != 0 and not _userns_allowed():
-            return Availability.no("rootless containers need unprivileged user namespaces "
-                                   "(sysctl user.max_user_namespaces / kernel.unprivileged_userns_clone)")
+            return Availability.no(
+                "rootless containers need unprivileged user namespaces "
+                "(sysctl user.max_user_namespaces / kernel.unprivileged_userns_clone)"
+            )
         return Availability.yes()
 
     @property
@@ -129,7 +153,9 @@ class LinuxRuntime(Runtime):
         self._attached[handle.id] = (in_w, out_r)
         return handle
 
-    async def _launch(self, req: dict[str, Any], image: dict[str, Any], stdio: tuple[int, int, int] | None) -> Handle:
+    async def _launch(
+        self, req: dict[str, Any], image: dict[str, Any], stdio: tuple[int, int, int] | None
+    ) -> Handle:
         pending = _launch.prepare(self._engine, req, image, stdio)
         try:
             while True:
@@ -168,8 +194,11 @@ class LinuxRuntime(Runtime):
         info = self._engine.exit_info(data)
         if info is None:
             return None
-        return ExitStatus(exit_code=info.get("exit_code"), signal=info.get("signal"),
-                          oom_killed=bool(info.get("oom_killed")))
+        return ExitStatus(
+            exit_code=info.get("exit_code"),
+            signal=info.get("signal"),
+            oom_killed=bool(info.get("oom_killed")),
+        )
 
     async def wait(self, handle: Handle) -> ExitStatus:
         while True:
@@ -209,8 +238,12 @@ class LinuxRuntime(Runtime):
 
     def handle(self, data: dict[str, Any]) -> Handle:
         return Handle(
-            id=data["id"], runtime=self.name, pid=data.get("pid"), name=data.get("name"),
-            started_at=float(data.get("created", 0.0)), info=data,
+            id=data["id"],
+            runtime=self.name,
+            pid=data.get("pid"),
+            name=data.get("name"),
+            started_at=float(data.get("created", 0.0)),
+            info=data,
         )
 
     async def list(self) -> list[Handle]:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from forge_core.abc import Volume
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
@@ -34,7 +35,9 @@ def make_rootfs(root: Path) -> Path:
     for applet in applets:
         if applet != "busybox":
             (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+    (root / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+    )
     (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
     return root
 
@@ -44,7 +47,11 @@ def host_python() -> tuple[str, tuple[Volume, ...]]:
     (its prefix at the same path, the host's libraries at /lib and /lib64): a server busybox lacks."""
     prefix = os.path.realpath(sys.base_prefix)
     vols = [Volume(source=prefix, target=prefix, read_only=True)]
-    vols += [Volume(source=os.path.realpath(d), target=d, read_only=True) for d in ("/lib", "/lib64") if os.path.exists(d)]
+    vols += [
+        Volume(source=os.path.realpath(d), target=d, read_only=True)
+        for d in ("/lib", "/lib64")
+        if os.path.exists(d)
+    ]
     return os.path.realpath(sys.executable), tuple(vols)
 
 
@@ -75,7 +82,6 @@ def forge_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def busybox_image(forge_home: Path, busybox_tar: Path) -> str:
     import anyio
-
     from forge_runtime_linux.images import SnapshotImageStore
 
     store = SnapshotImageStore()

@@ -67,8 +67,9 @@ class TestChurn:
     """Kill the process driving the runtime at random moments, then reconcile."""
 
     @pytest.mark.parametrize("mode", ["attached", "detach"])
-    def test_killed_mid_create_or_delete_leaves_nothing(self, busybox_image: str, forge_home: Path,
-                                                        tmp_path: Path, mode: str) -> None:
+    def test_killed_mid_create_or_delete_leaves_nothing(
+        self, busybox_image: str, forge_home: Path, tmp_path: Path, mode: str
+    ) -> None:
         """After 6 SIGKILLs at random points of start/remove and one gc(), nothing of ours remains."""
         rt = LinuxRuntime()
         rng = random.Random(4)
@@ -83,21 +84,27 @@ class TestChurn:
         deadline = time.monotonic() + 20  # a guard for asynchronous kernel teardown, not a timing
         while True:
             rt.gc()
-            for data in rt.list_states():  # a detached container whose start completed is legitimately running
+            for (
+                data
+            ) in rt.list_states():  # a detached container whose start completed is legitimately running
                 if data.get("status") == "running":
                     rt.remove_sync(data["id"])
-            leftovers = (_our_processes(forge_home, rt.tag), _our_mounts(forge_home),
-                         [p.name for p in rt.containers_dir.iterdir()],
-                         [d for d in {c.parent for c in rt.cgroup({"cgroup": f"{rt.tag}/x"}).dirs()}
-                          if d.exists() and any(x.is_dir() for x in d.iterdir())])
+            leftovers = (
+                _our_processes(forge_home, rt.tag),
+                _our_mounts(forge_home),
+                [p.name for p in rt.containers_dir.iterdir()],
+                [
+                    d
+                    for d in {c.parent for c in rt.cgroup({"cgroup": f"{rt.tag}/x"}).dirs()}
+                    if d.exists() and any(x.is_dir() for x in d.iterdir())
+                ],
+            )
             if not any(leftovers) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert leftovers == ([], [], [], [])
 
-    def test_gc_removes_a_directory_killed_before_its_journal_was_written(
-        self, forge_home: Path
-    ) -> None:
+    def test_gc_removes_a_directory_killed_before_its_journal_was_written(self, forge_home: Path) -> None:
         """A container directory holding only a half-written journal is collected once it is
         old enough; a young one (a create in progress elsewhere) is left alone."""
         rt = LinuxRuntime()

@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.linux, pytest.mark.root]
 def cli(noun: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
     code = f"from forge_runtime_linux.cli.{noun} import app; app(prog_name='forge {noun}')"
     env = {**os.environ, "FORGE_HOME": str(home)}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 class TestImageCli:
@@ -40,7 +42,8 @@ class TestImageCli:
         pull = cli("image", "pull", "debian", home=tmp_path)
         assert (missing.returncode, pull.returncode) == (1, 2)
         for result in (missing, pull):
-            assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+            assert result.stderr.startswith("error: ")
+            assert "Traceback" not in result.stderr
             assert len(result.stderr.strip().splitlines()) == 1
         assert "no registry" in pull.stderr
 
@@ -50,25 +53,55 @@ class TestContainerCli:
 
     def test_run_exits_with_the_containers_code(self, forge_home: Path, busybox_image: str) -> None:
         """`run` prints the command's output and exits with its code; --rm leaves no container."""
-        result = cli("container", "run", "--rm", "--hostname", "h1", "-e", "A=b", busybox_image,
-                     "sh", "-c", "echo $A $(hostname); exit 3", home=forge_home)
+        result = cli(
+            "container",
+            "run",
+            "--rm",
+            "--hostname",
+            "h1",
+            "-e",
+            "A=b",
+            busybox_image,
+            "sh",
+            "-c",
+            "echo $A $(hostname); exit 3",
+            home=forge_home,
+        )
         assert (result.returncode, result.stdout) == (3, "b h1\n")
         assert json.loads(cli("container", "list", "--json", home=forge_home).stdout) == []
 
     def test_detached_lifecycle(self, forge_home: Path, busybox_image: str) -> None:
         """A detached container outlives the CLI; logs, exec, stats, stop and delete work on it."""
-        started = cli("container", "run", "-d", "--name", "svc", "--memory", "64m", busybox_image,
-                      "sh", "-c", "echo up; sleep 60", home=forge_home)
+        started = cli(
+            "container",
+            "run",
+            "-d",
+            "--name",
+            "svc",
+            "--memory",
+            "64m",
+            busybox_image,
+            "sh",
+            "-c",
+            "echo up; sleep 60",
+            home=forge_home,
+        )
         assert started.returncode == 0, started.stderr
         try:
             listed = json.loads(cli("container", "list", "--json", home=forge_home).stdout)
             assert [(c["name"], c["status"]) for c in listed] == [("svc", "running")]
-            assert cli("container", "exec", "svc", "cat", "/etc/hostname", home=forge_home).stdout.strip() \
+            assert (
+                cli("container", "exec", "svc", "cat", "/etc/hostname", home=forge_home).stdout.strip()
                 == started.stdout.strip()
-            stats = json.loads(cli("container", "stats", "svc", "--json", home=forge_home).stdout)  # sh execs sleep
-            assert stats[0]["pids"] == 1 and stats[0]["memory_bytes"] > 0
+            )
+            stats = json.loads(
+                cli("container", "stats", "svc", "--json", home=forge_home).stdout
+            )  # sh execs sleep
+            assert stats[0]["pids"] == 1
+            assert stats[0]["memory_bytes"] > 0
             refused = cli("container", "delete", "svc", home=forge_home)
-            assert refused.returncode == 2 and "running" in refused.stderr, refused.stderr
+            assert refused.returncode == 2, refused.stderr
+            assert "running" in refused.stderr
             assert cli("container", "stop", "-t", "0.5", "svc", home=forge_home).returncode == 0
             assert cli("container", "logs", "svc", home=forge_home).stdout == "up\n"
         finally:
@@ -80,4 +113,5 @@ class TestContainerCli:
         for flags in (["-p", "nonsense"], ["--memory", "lots"], ["--network", "bridge"]):
             result = cli("container", "run", *flags, busybox_image, "true", home=forge_home)
             assert result.returncode == 2
-            assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+            assert result.stderr.startswith("error: ")
+            assert "Traceback" not in result.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+
 from forge_core.abc import ContainerSpec, Volume
 from forge_core.testing.runtime import RuntimeConformance
 

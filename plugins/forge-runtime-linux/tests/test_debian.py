@@ -15,10 +15,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from forge_core.abc import ContainerSpec
-
 from forge_runtime_linux.images import SnapshotImageStore
 from forge_runtime_linux.runtime import LinuxRuntime
+
+from forge_core.abc import ContainerSpec
 
 pytestmark = [pytest.mark.linux, pytest.mark.root, pytest.mark.slow]
 
@@ -47,13 +47,21 @@ def debian_tarball() -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as work:
         root = Path(work) / "rootfs"
-        done = subprocess.run(["debootstrap", "--variant=minbase", SUITE, str(root), f"http://{MIRROR}/debian"],
-                              capture_output=True, text=True, timeout=840, check=False)
+        done = subprocess.run(
+            ["debootstrap", "--variant=minbase", SUITE, str(root), f"http://{MIRROR}/debian"],
+            capture_output=True,
+            text=True,
+            timeout=840,
+            check=False,
+        )
         if done.returncode:
             pytest.skip(f"debootstrap failed (network?): {done.stdout[-300:]}{done.stderr[-300:]}")
         partial = Path(work) / "rootfs.tar"
-        subprocess.run(["tar", "-C", str(root), "--numeric-owner", "--exclude=./dev/*", "-cf", str(partial), "."],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["tar", "-C", str(root), "--numeric-owner", "--exclude=./dev/*", "-cf", str(partial), "."],
+            check=True,
+            capture_output=True,
+        )
         os.replace(partial, tarball)
     return tarball
 
@@ -67,9 +75,15 @@ async def test_debootstrapped_debian_runs_apt(forge_home: Path, tmp_path: Path) 
     image = await store.import_(tarball, "debian:bookworm")
     rt = LinuxRuntime(image_store=store)
     log = tmp_path / "out.log"
-    status, _ = await rt.run(ContainerSpec(
-        command=("/bin/sh", "-c", "cat /etc/debian_version; apt-get --version | head -1; id -un"),
-        image="debian:bookworm", network="private", log_path=log), timeout=120)
+    status, _ = await rt.run(
+        ContainerSpec(
+            command=("/bin/sh", "-c", "cat /etc/debian_version; apt-get --version | head -1; id -un"),
+            image="debian:bookworm",
+            network="private",
+            log_path=log,
+        ),
+        timeout=120,
+    )
     version, apt, user = log.read_text().splitlines()
     assert status.ok
     assert version.startswith("12.")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from forge_runtime_linux.images import SnapshotImageStore
+
 from forge_core.exceptions import ConfigError
 from forge_core.testing.image_store import ImageStoreConformance, write_tar
-
-from forge_runtime_linux.images import SnapshotImageStore
 
 pytestmark = [pytest.mark.linux, pytest.mark.anyio]
 
@@ -60,7 +60,9 @@ def _two_layers() -> list[bytes]:
 class TestFormats:
     """Archives other tools produce import with their layers applied in order."""
 
-    async def test_docker_save_archive_honours_whiteouts(self, image_store: SnapshotImageStore, tmp_path: Path) -> None:
+    async def test_docker_save_archive_honours_whiteouts(
+        self, image_store: SnapshotImageStore, tmp_path: Path
+    ) -> None:
         """A docker save archive's layers apply in order; .wh. files and opaque dirs remove content."""
         layers = _two_layers()
         config = json.dumps({"config": {"Cmd": ["/bin/sh"], "Env": ["A=1"]}}).encode()
@@ -69,14 +71,20 @@ class TestFormats:
             for i, data in enumerate(layers):
                 _add(tar, f"l{i}/layer.tar", data)
             _add(tar, "cfg.json", config)
-            _add(tar, "manifest.json", json.dumps([{"Config": "cfg.json", "Layers": ["l0/layer.tar", "l1/layer.tar"]}]).encode())
+            _add(
+                tar,
+                "manifest.json",
+                json.dumps([{"Config": "cfg.json", "Layers": ["l0/layer.tar", "l1/layer.tar"]}]).encode(),
+            )
         image = await image_store.import_(src, "saved")
         root = image.rootfs
         assert sorted(os.listdir(root / "etc")) == ["keep"]
         assert sorted(os.listdir(root / "var")) == ["new"]
         assert image.config == {"Cmd": ["/bin/sh"], "Env": ["A=1"]}
 
-    async def test_oci_layout_directory_and_tar(self, image_store: SnapshotImageStore, tmp_path: Path) -> None:
+    async def test_oci_layout_directory_and_tar(
+        self, image_store: SnapshotImageStore, tmp_path: Path
+    ) -> None:
         """An OCI layout (directory or tar of it) with gzip and zstd layers imports to one id."""
         import gzip
 
@@ -92,7 +100,9 @@ class TestFormats:
         l0, l1 = _two_layers()
         layer_digests = [blob(gzip.compress(l0)), blob(zstandard.ZstdCompressor().compress(l1))]
         cfg = blob(json.dumps({"config": {"WorkingDir": "/var"}}).encode())
-        manifest = blob(json.dumps({"config": {"digest": cfg}, "layers": [{"digest": d} for d in layer_digests]}).encode())
+        manifest = blob(
+            json.dumps({"config": {"digest": cfg}, "layers": [{"digest": d} for d in layer_digests]}).encode()
+        )
         (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
         (layout / "index.json").write_text(json.dumps({"manifests": [{"digest": manifest}]}))
         from_dir = await image_store.import_(layout, "oci:dir")
@@ -139,14 +149,20 @@ def malicious_corpus(victim: Path) -> dict[str, list[tarfile.TarInfo]]:
     return {
         "dotdot": [_member("../../../../../../" + rel)],
         "absolute": [_member(str(victim))],
-        "symlink_then_write": [_member("esc", tarfile.SYMTYPE, link=str(victim.parent)), _member(f"esc/{victim.name}")],
+        "symlink_then_write": [
+            _member("esc", tarfile.SYMTYPE, link=str(victim.parent)),
+            _member(f"esc/{victim.name}"),
+        ],
         "relative_symlink_then_write": [
             _member("esc", tarfile.SYMTYPE, link="../../../../../../../../" + str(victim.parent).lstrip("/")),
             _member(f"esc/{victim.name}"),
         ],
         "hardlink_outside": [_member("h", tarfile.LNKTYPE, link=str(victim))],
         "hardlink_dotdot": [_member("h", tarfile.LNKTYPE, link="../../../../../../" + rel)],
-        "hardlink_to_symlink": [_member("s", tarfile.SYMTYPE, link=str(victim)), _member("h", tarfile.LNKTYPE, link="s")],
+        "hardlink_to_symlink": [
+            _member("s", tarfile.SYMTYPE, link=str(victim)),
+            _member("h", tarfile.LNKTYPE, link="s"),
+        ],
         "char_device": [_member("dev/kmem", tarfile.CHRTYPE)],
         "block_device": [_member("dev/sda", tarfile.BLKTYPE)],
         "too_deep": [_member("/".join(["d"] * 70) + "/f")],
@@ -165,10 +181,13 @@ class TestSafeExtraction:
         victim_dir = tmp_path / "outside"
         victim_dir.mkdir()
         victim = victim_dir / "pwned"
-        store = SnapshotImageStore(SnapshotImageStore.Config(
-            root=str(tmp_path / "deep" / "store"), max_entries=50, max_bytes=1024, max_depth=64))
+        store = SnapshotImageStore(
+            SnapshotImageStore.Config(
+                root=str(tmp_path / "deep" / "store"), max_entries=50, max_bytes=1024, max_depth=64
+            )
+        )
         archive = write_tar(tmp_path / f"{case}.tar", {}, extra=malicious_corpus(victim)[case])
-        with pytest.raises(ConfigError, match="refusing|more than|larger than"):
+        with pytest.raises(ConfigError, match=r"refusing|more than|larger than"):
             await store.import_(archive, f"{case}:1")
         assert not victim.exists()
         assert sorted(p.name for p in victim_dir.iterdir()) == []
@@ -176,7 +195,9 @@ class TestSafeExtraction:
         assert not any((tmp_path / "deep" / "store" / "tmp").iterdir())
         assert await store.list() == []
 
-    async def test_corrupt_archive_is_a_config_error(self, image_store: SnapshotImageStore, tmp_path: Path) -> None:
+    async def test_corrupt_archive_is_a_config_error(
+        self, image_store: SnapshotImageStore, tmp_path: Path
+    ) -> None:
         """A file that is not a tar archive is refused with a ConfigError, not a traceback."""
         bad = tmp_path / "junk.tar"
         bad.write_bytes(b"\x1f\x8b" + os.urandom(100))

@@ -61,8 +61,9 @@ async def refused(runtime_, **fields):
 
 async def published(port, proto, script, ask):
     kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
-    handle = await rt.start(ContainerSpec(command=("/bin/sh", "-c", script), image="busybox:test", network="private",
-                                          ports=(PortMapping(host_port=port, container_port=53, protocol=proto),)))
+    ports = (PortMapping(host_port=port, container_port=53, protocol=proto),)
+    handle = await rt.start(ContainerSpec(command=("/bin/sh", "-c", script), image="busybox:test",
+                                          network="private", ports=ports))
     answer = b""
     try:
         with anyio.move_on_after(20):
@@ -82,8 +83,10 @@ async def published(port, proto, script, ask):
 async def main():
     out["inside"] = await run("cat /proc/self/uid_map; id -u; touch /etc/made && echo wrote-etc")
     out["memory"] = await refused(rt, resources=Resources(memory=64 << 20))
-    out["host_ids"] = await refused(runtime.LinuxRuntime(runtime.LinuxRuntime.Config(userns=False), image_store=store))
-    out["tcp"] = await published(int(tcp_port), "tcp", "while true; do echo hello | nc -l -p 53; done", b"hi\n")
+    host_ids = runtime.LinuxRuntime(runtime.LinuxRuntime.Config(userns=False), image_store=store)
+    out["host_ids"] = await refused(host_ids)
+    server = "while true; do echo hello | nc -l -p 53; done"
+    out["tcp"] = await published(int(tcp_port), "tcp", server, b"hi\n")
     out["left"] = [d["id"] for d in rt.list_states()]
 
 anyio.run(main)
@@ -98,8 +101,11 @@ def user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
+            check=True,
+            capture_output=True,
+        )
         return pwd.getpwnam(USER)
 
 
@@ -121,8 +127,17 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def scenario(user: pwd.struct_passwd, home: Path) -> dict[str, Any]:
-    argv = [sys.executable, "-c", SCENARIO, str(user.pw_uid), str(user.pw_gid), str(home / "forge"),
-            str(home / "busybox.tar.gz"), str(free_port()), str(free_port(socket.SOCK_DGRAM))]
+    argv = [
+        sys.executable,
+        "-c",
+        SCENARIO,
+        str(user.pw_uid),
+        str(user.pw_gid),
+        str(home / "forge"),
+        str(home / "busybox.tar.gz"),
+        str(free_port()),
+        str(free_port(socket.SOCK_DGRAM)),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=100, check=False)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
@@ -132,7 +147,9 @@ def scenario(user: pwd.struct_passwd, home: Path) -> dict[str, Any]:
 class TestRootless:
     """What a normal user gets from the linux runtime."""
 
-    def test_normal_user_runs_a_container_as_its_own_root(self, user: pwd.struct_passwd, user_home: Path) -> None:
+    def test_normal_user_runs_a_container_as_its_own_root(
+        self, user: pwd.struct_passwd, user_home: Path
+    ) -> None:
         """Rootless, container root is the user itself (a one-id map), it owns the image's files,
         limits are refused naming why, and a published tcp port answers from the host."""
         out = scenario(user, user_home)

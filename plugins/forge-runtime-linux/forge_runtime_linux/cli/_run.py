@@ -42,8 +42,13 @@ FLAGS: tuple[Flag, ...] = (
     Flag("detach", ("-d", "--detach"), "bool", False, "run in the background and print its id"),
     Flag("timeout", ("--timeout",), "float", None, "stop the container after this many seconds"),
     Flag("init", ("--init",), "toggle", True, "reaping init shim as PID 1"),
-    Flag("userns", ("--userns",), "str", "private",
-         "private: container root is an unprivileged host uid (default); host: host ids (root only)"),
+    Flag(
+        "userns",
+        ("--userns",),
+        "str",
+        "private",
+        "private: container root is an unprivileged host uid (default); host: host ids (root only)",
+    ),
 )
 
 
@@ -90,7 +95,9 @@ def _volumes(specs: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
         parts = v.split(":")
         if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
             raise ConfigError(f"bad volume {v!r}; use HOST:CTR[:ro]")
-        out.append({"source": os.path.abspath(parts[0]), "target": parts[1], "read_only": parts[2:] == ["ro"]})
+        out.append(
+            {"source": os.path.abspath(parts[0]), "target": parts[1], "read_only": parts[2:] == ["ro"]}
+        )
     return out
 
 
@@ -101,7 +108,11 @@ def _ports(specs: tuple[str, ...] | list[str]) -> list[list[Any]]:
     for p in specs:
         mapping, _, proto = p.partition("/")
         bits = mapping.split(":")
-        if len(bits) not in (2, 3) or not all(b.isdigit() for b in bits[-2:]) or proto not in ("", "tcp", "udp"):
+        if (
+            len(bits) not in (2, 3)
+            or not all(b.isdigit() for b in bits[-2:])
+            or proto not in ("", "tcp", "udp")
+        ):
             raise ConfigError(f"bad port {p!r}; use [IP:]HOST:CTR[/tcp|/udp]")
         out.append([bits[0] if len(bits) == 3 else "127.0.0.1", int(bits[-2]), int(bits[-1]), proto or "tcp"])
     return out
@@ -115,14 +126,27 @@ def request(image: str, command: list[str], opts: dict[str, Any]) -> dict[str, A
         raise ConfigError("--network must be private, none or host")
     if opts["userns"] not in ("private", "host"):
         raise ConfigError("--userns must be private or host")
-    limits = {"memory": parse_size(opts["memory"]) if opts["memory"] else None, "cpus": opts["cpus"],
-              "pids": opts["pids_limit"]}
+    limits = {
+        "memory": parse_size(opts["memory"]) if opts["memory"] else None,
+        "cpus": opts["cpus"],
+        "pids": opts["pids_limit"],
+    }
     return {
-        "command": list(command) or ["/bin/sh"], "name": opts["name"], "image": image,
-        "env": parse_env(opts["env"], opts["env_file"]), "hostname": opts["hostname"], "workdir": opts["workdir"],
-        "user": opts["user"], "network": opts["network"], "detach": opts["detach"], "tmpfs": list(opts["tmpfs"]),
-        "labels": {}, "volumes": _volumes(opts["volume"]), "ports": _ports(opts["publish"]),
-        "resources": {k: v for k, v in limits.items() if v is not None}, "log_path": None,
+        "command": list(command) or ["/bin/sh"],
+        "name": opts["name"],
+        "image": image,
+        "env": parse_env(opts["env"], opts["env_file"]),
+        "hostname": opts["hostname"],
+        "workdir": opts["workdir"],
+        "user": opts["user"],
+        "network": opts["network"],
+        "detach": opts["detach"],
+        "tmpfs": list(opts["tmpfs"]),
+        "labels": {},
+        "volumes": _volumes(opts["volume"]),
+        "ports": _ports(opts["publish"]),
+        "resources": {k: v for k, v in limits.items() if v is not None},
+        "log_path": None,
     }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
+import inspect as _inspect
 import signal as _signal
 import sys
 import time
@@ -33,18 +33,33 @@ def _run(image: str, command: list[str], **opts: Any) -> None:
     raise typer.Exit(execute(image, command or [], opts))
 
 
-def _run_signature() -> tuple[inspect.Signature, dict[str, Any]]:
+def _run_signature() -> tuple[_inspect.Signature, dict[str, Any]]:
     """``run``'s parameters for Typer, made from the flag table the fast path parses with."""
-    kinds: dict[str, Any] = {"str": str, "float": float, "int": int, "multi": list[str], "bool": bool, "toggle": bool}
-    param = inspect.Parameter
-    params = [param("image", param.POSITIONAL_OR_KEYWORD, annotation=str),
-              param("command", param.POSITIONAL_OR_KEYWORD, default=typer.Argument(None), annotation=list[str])]
+    kinds: dict[str, Any] = {
+        "str": str,
+        "float": float,
+        "int": int,
+        "multi": list[str],
+        "bool": bool,
+        "toggle": bool,
+    }
+    param = _inspect.Parameter
+    params = [
+        param("image", param.POSITIONAL_OR_KEYWORD, annotation=str),
+        param("command", param.POSITIONAL_OR_KEYWORD, default=typer.Argument(None), annotation=list[str]),
+    ]
     for flag in FLAGS:
         decls = (f"{flag.names[0]}/--no-{flag.names[0][2:]}",) if flag.kind == "toggle" else flag.names
         default = list(flag.default) if flag.kind == "multi" else flag.default
-        params.append(param(flag.dest, param.POSITIONAL_OR_KEYWORD, annotation=kinds[flag.kind],
-                            default=typer.Option(default, *decls, help=flag.help)))
-    return inspect.Signature(params), {p.name: p.annotation for p in params}
+        params.append(
+            param(
+                flag.dest,
+                param.POSITIONAL_OR_KEYWORD,
+                annotation=kinds[flag.kind],
+                default=typer.Option(default, *decls, help=flag.help),
+            )
+        )
+    return _inspect.Signature(params), {p.name: p.annotation for p in params}
 
 
 _run.__signature__, _run.__annotations__ = _run_signature()  # type: ignore[attr-defined]
@@ -58,16 +73,37 @@ def _status_text(rt: LinuxRuntime, data: dict[str, Any]) -> str:
 
 @app.command("list")
 @guarded
-def list_(as_json: bool = typer.Option(False, "--json"), all_: bool = typer.Option(True, "-a", "--all")) -> None:
+def list_(
+    as_json: bool = typer.Option(False, "--json"), all_: bool = typer.Option(True, "-a", "--all")
+) -> None:
     """Containers (running and stopped)."""
     rt = _runtime()
     states = rt.list_states()
     if as_json:
-        emit_json([{"id": d["id"], "name": d.get("name"), "image": d.get("image"), "status": _status_text(rt, d),
-                    "command": d.get("command"), "created": d.get("created")} for d in states])
+        emit_json(
+            [
+                {
+                    "id": d["id"],
+                    "name": d.get("name"),
+                    "image": d.get("image"),
+                    "status": _status_text(rt, d),
+                    "command": d.get("command"),
+                    "created": d.get("created"),
+                }
+                for d in states
+            ]
+        )
         return
-    rows = [(d["id"], d.get("name") or "", d.get("image"), _status_text(rt, d), " ".join(d.get("command", []))[:40])
-            for d in states]
+    rows = [
+        (
+            d["id"],
+            d.get("name") or "",
+            d.get("image"),
+            _status_text(rt, d),
+            " ".join(d.get("command", []))[:40],
+        )
+        for d in states
+    ]
     table(rows, ["ID", "NAME", "IMAGE", "STATUS", "COMMAND"])
 
 
@@ -115,7 +151,11 @@ def kill(refs: list[str], signal: str = typer.Option("KILL", "-s", "--signal")) 
     from forge_core.exceptions import ConfigError
 
     try:
-        signum = int(signal) if signal.isdigit() else int(_signal.Signals("SIG" + signal.upper().removeprefix("SIG")))
+        signum = (
+            int(signal)
+            if signal.isdigit()
+            else int(_signal.Signals("SIG" + signal.upper().removeprefix("SIG")))
+        )
     except (KeyError, ValueError):
         raise ConfigError(f"unknown signal {signal!r}") from None
     rt = _runtime()
@@ -157,23 +197,38 @@ def stats(refs: list[str] = typer.Argument(None), as_json: bool = typer.Option(F
     import anyio
 
     rt = _runtime()
-    states = [rt.state(rt.resolve(r)) for r in refs] if refs else [d for d in rt.list_states() if rt.is_running(d)]
+    states = (
+        [rt.state(rt.resolve(r)) for r in refs] if refs else [d for d in rt.list_states() if rt.is_running(d)]
+    )
     out = []
     for d in states:
         s = anyio.run(rt.stats, rt.handle(d))
-        out.append({"id": d["id"], "name": d.get("name"), "cpu_seconds": s.cpu_seconds,
-                    "memory_bytes": s.memory_bytes, "pids": s.pids})
+        out.append(
+            {
+                "id": d["id"],
+                "name": d.get("name"),
+                "cpu_seconds": s.cpu_seconds,
+                "memory_bytes": s.memory_bytes,
+                "pids": s.pids,
+            }
+        )
     if as_json:
         emit_json(out)
         return
-    table([(o["id"], o["name"] or "", f"{o['cpu_seconds']:.2f}s", human_size(o["memory_bytes"]), o["pids"])
-           for o in out], ["ID", "NAME", "CPU", "MEMORY", "PIDS"])
+    table(
+        [
+            (o["id"], o["name"] or "", f"{o['cpu_seconds']:.2f}s", human_size(o["memory_bytes"]), o["pids"])
+            for o in out
+        ],
+        ["ID", "NAME", "CPU", "MEMORY", "PIDS"],
+    )
 
 
 @app.command("exec", context_settings={"allow_interspersed_args": False})
 @guarded
 def exec_(
-    ref: str, command: list[str],
+    ref: str,
+    command: list[str],
     env: list[str] = typer.Option([], "-e", "--env"),
     user: str = typer.Option(None, "-u", "--user"),
     workdir: str = typer.Option(None, "-w", "--workdir"),

@@ -39,7 +39,10 @@ def parse_run(args: list[str]) -> tuple[str, list[str], dict[str, Any]] | None:
         if not arg.startswith("-") or arg == "-":
             break
         name, eq, attached = arg.partition("=") if arg.startswith("--") else (arg[:2], "", arg[2:])
-        if name.startswith("--no-") and _BY_NAME.get("--" + name[5:], Flag("", (), "", None, "")).kind == "toggle":
+        if (
+            name.startswith("--no-")
+            and _BY_NAME.get("--" + name[5:], Flag("", (), "", None, "")).kind == "toggle"
+        ):
             if eq or attached:
                 return None
             opts[_BY_NAME["--" + name[5:]].dest] = False

@@ -13,8 +13,11 @@ from ._common import emit_json, guarded, human_size, table
 if TYPE_CHECKING:
     from ..images import SnapshotImageStore
 
-app = typer.Typer(help="Snapshot images (root filesystems) for containers.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Snapshot images (root filesystems) for containers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 
 def _store() -> SnapshotImageStore:
@@ -24,8 +27,14 @@ def _store() -> SnapshotImageStore:
 
 
 def _image_dict(img: Any) -> dict[str, Any]:
-    return {"id": img.id, "names": list(img.names), "size": img.size, "created": img.created,
-            "rootfs": str(img.rootfs), "config": img.config}
+    return {
+        "id": img.id,
+        "names": list(img.names),
+        "size": img.size,
+        "created": img.created,
+        "rootfs": str(img.rootfs),
+        "config": img.config,
+    }
 
 
 @app.command("import")
@@ -55,8 +64,15 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         emit_json([_image_dict(i) for i in images])
         return
-    rows = [(", ".join(i.names) or "<none>", i.id[7:19], human_size(i.size),
-             time.strftime("%Y-%m-%d %H:%M", time.localtime(i.created))) for i in images]
+    rows = [
+        (
+            ", ".join(i.names) or "<none>",
+            i.id[7:19],
+            human_size(i.size),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(i.created)),
+        )
+        for i in images
+    ]
     table(rows, ["NAME", "ID", "SIZE", "CREATED"])
 
 
@@ -103,5 +119,7 @@ def pull(ref: str) -> None:
     """Not available: no registry is reachable from Forge; import an archive instead."""
     from forge_core.exceptions import Unsupported
 
-    raise Unsupported(f"cannot pull {ref!r}: no registry is reachable here; "
-                      "use `docker save` or an OCI layout and `forge image import FILE --name N`")
+    raise Unsupported(
+        f"cannot pull {ref!r}: no registry is reachable here; "
+        "use `docker save` or an OCI layout and `forge image import FILE --name N`"
+    )
