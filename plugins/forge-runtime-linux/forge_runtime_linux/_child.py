@@ -329,19 +329,29 @@ def _become_user(plan: dict[str, Any]) -> None:
 
 
 def _exec(plan: dict[str, Any], sync_w: int) -> None:
+    path, env = _command(plan, {sync_w})
+    os.execve(path, plan["command"], env)  # noqa: S606 -- the user's argv, run directly: never through a shell
+
+
+def _command(plan: dict[str, Any], keep: set[int]) -> tuple[str, dict[str, str]]:
+    """Enter the working directory, close every descriptor but stdio and ``keep`` (close-on-exec
+    pipes), and resolve the executable: what is left to do before the exec."""
     env = {"PATH": _PATH, "HOSTNAME": plan["hostname"], **plan["env"]}
     workdir = plan["workdir"] or "/"
     with contextlib.suppress(OSError):
         _mkdirs(workdir)
     os.chdir(workdir)
-    os.closerange(3, sync_w)
-    os.closerange(sync_w + 1, 65536)
-    os.set_inheritable(sync_w, False)
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        os.set_inheritable(fd, False)
+        low = fd + 1
+    os.closerange(low, 65536)
     argv = plan["command"]
     path = argv[0] if "/" in argv[0] else _which(argv[0], env["PATH"])
     if path is None:
         raise FileNotFoundError(f"executable {argv[0]!r} not found in the image")
-    os.execve(path, argv, env)  # noqa: S606 -- the user's argv, run directly: never through a shell
+    return path, env
 
 
 def _which(name: str, search: str) -> str | None:
@@ -353,23 +363,22 @@ def _which(name: str, search: str) -> str | None:
 
 
 def _reaper(plan: dict[str, Any], sync_w: int, st_w: int) -> None:
-    """Stay PID 1: run the command as a child, forward signals, reap every zombie."""
+    """Stay PID 1: spawn the command (``posix_spawn``: a vfork, not a copy of this Python
+    process), forward signals to it, reap every zombie."""
     holder = [0]
 
     def forward(signum: int, _frame: object) -> None:
-        if os.getpid() == 1 and holder[0]:  # never in the child before its exec
+        if holder[0]:
             with contextlib.suppress(ProcessLookupError):  # already reaped
                 os.kill(holder[0], signum)
 
     # handlers first: a signal sent right after start() returns must reach the command
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+    for sig in forwarded:
         signal.signal(sig, forward)
-    child = holder[0] = os.fork()
-    if child == 0:
-        os.close(st_w)
-        _become_user(plan)
-        _exec(plan, sync_w)
-        return
+    _become_user(plan)  # PID 1 runs as the command's user too: it only reaps and forwards
+    path, env = _command(plan, {sync_w, st_w})
+    child = holder[0] = os.posix_spawn(path, plan["command"], env, setsigdef=forwarded)
     os.close(sync_w)
     while True:
         pid, status = os.wait()
