@@ -70,7 +70,7 @@ class TestSecretsNeverReachTheDisk:
     def test_a_killed_engine_leaves_only_masks_on_disk(self, tmp_path: Path) -> None:
         """While the task sleeps, and after SIGKILL of `forge run`, its log holds the masks
         of every form of the secret (one split across two writes) but never the secret; the
-        resumed run masks its new attempt too."""
+        resumed run masks its new attempt too and leaves no pipe behind."""
         gate = tmp_path / "gate"
         (tmp_path / "leak.py").write_text(LEAK)
         (tmp_path / "forge.yml").write_text(textwrap.dedent(f"""
@@ -105,6 +105,7 @@ class TestSecretsNeverReachTheDisk:
         assert second is not None
         assert "done" in second.read_text()
         assert_masked(second, masks=5)
+        assert list((home / "pipes").iterdir()) == []  # the killed engine's FIFOs are gone too
 
     async def test_python_task_tracebacks_are_masked(self, tmp_path: Path) -> None:
         """A thread-executor Python task whose exception names the secret leaves a masked

@@ -89,7 +89,8 @@ class Engine:
         self._order = list(self._graph.topological_order())
         self._limiter = anyio.CapacityLimiter(max(1, self.spec.concurrency))
         if self.resolver.secret_env:
-            self._pipes = LogPipes(self.resolver.redactor.stream)
+            self._pipes = LogPipes(self.resolver.redactor.stream,
+                                   root=self.resolver.home / "pipes", run_id=self.run_id)
 
     # -- committing and announcing -------------------------------------------------------
 

@@ -2,10 +2,10 @@
 the engine masks it on its way to the log file, so a secret never reaches the disk — not
 even while the attempt runs or after the engine is killed.
 
-The pipe is a FIFO in a private directory, handed to the executor as the attempt's
-``log_path``: every executor and runtime that opens a log path by name (the process and
-linux runtimes, Python tasks' tracebacks, the queue's command agents) writes through it
-unchanged.
+The pipe is a FIFO in a private directory under ``$FORGE_HOME/pipes``, handed to the
+executor as the attempt's ``log_path``: every executor and runtime that opens a log path by
+name (the process and linux runtimes, Python tasks' tracebacks, the queue's command agents)
+writes through it unchanged.
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ _PIPE_SIZE = 1 << 20
 
 @attrs.define
 class LogPipes:
-    """One private directory of FIFOs per run; :meth:`submit` runs an attempt through one."""
+    """One private directory of FIFOs per run, ``ROOT/RUN_ID-*`` (a killed engine's is
+    removed when its run resumes); :meth:`submit` runs an attempt through one."""
 
     new_redactor: Callable[[], StreamRedactor | None]
+    root: Path
+    run_id: str
     _dir: Path | None = attrs.field(default=None, init=False)
     _made: int = attrs.field(default=0, init=False)
 
@@ -74,7 +77,10 @@ class LogPipes:
 
     def _fifo(self) -> Path:
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="forge-logpipe-"))  # mode 0700
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for stale in self.root.glob(f"{self.run_id}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            self._dir = Path(tempfile.mkdtemp(prefix=f"{self.run_id}-", dir=self.root))  # 0700
         self._made += 1
         path = self._dir / f"{self._made}.fifo"  # task names may hold any character
         os.mkfifo(path, 0o600)
