@@ -39,9 +39,9 @@ log = logging.getLogger(__name__)
 _WAITERS = anyio.CapacityLimiter(10_000)
 """Threads that wait for a child where no pidfd is available (non-Linux, old kernels)."""
 
-_SPAWNERS = anyio.CapacityLimiter(4)
-"""Worker threads that start children: the fork and exec of one child overlap the event
-loop's work and other starts, instead of stopping the loop for each."""
+_SPAWNERS = 4
+"""Worker threads of a runtime that start children: the fork and exec of one child overlap
+the event loop's work and other starts, instead of stopping the loop for each."""
 
 
 @attrs.define(eq=False)
@@ -71,6 +71,8 @@ class ProcessRuntime(Runtime):
     )
 
     _children: dict[str, _Child] = attrs.field(factory=dict, init=False)
+    _spawners: anyio.CapacityLimiter = attrs.field(
+        factory=lambda: anyio.CapacityLimiter(_SPAWNERS), init=False)
 
     @classmethod
     def available(cls) -> Availability:
@@ -82,7 +84,8 @@ class ProcessRuntime(Runtime):
         self.validate(spec)
         env = _environment(spec)
         watchdog = None if spec.detach else _spawn.watchdog()  # running before the child exists
-        popen, ours = await anyio.to_thread.run_sync(_spawn_child, spec, env, limiter=_SPAWNERS)
+        popen, ours = await anyio.to_thread.run_sync(_spawn_child, spec, env,
+                                                   limiter=self._spawners)
         child = _adopt(spec, popen, ours, watchdog)
         self._children[child.handle.id] = child
         log.debug("started %s: pid %s %s", child.handle.id, child.popen.pid, spec.command[0])
