@@ -107,24 +107,23 @@ class TestSecretsNeverReachTheDisk:
         assert_masked(second, masks=5)
         assert list((home / "pipes").iterdir()) == []  # the killed engine's FIFOs are gone too
 
-    async def test_python_task_tracebacks_are_masked(self, tmp_path: Path) -> None:
+    async def test_python_task_tracebacks_are_masked(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """A thread-executor Python task whose exception names the secret leaves a masked
         traceback in its log and a masked error in its event."""
         def boom() -> None:
             raise RuntimeError(f"cannot log in with {os.environ['FORGE_TEST_SECRET']}")
 
-        os.environ["FORGE_TEST_SECRET"] = SECRET
-        try:
-            spec = WorkflowSpec(name="py", executor="thread",
-                                secrets={"API_TOKEN": SecretSpec(env="FORGE_TEST_SECRET")},
-                                tasks=(TaskSpec(name="boom", func=boom, python="tests:boom"),))
-            events: list[Event] = []
-            bus = EventBus()
-            bus.subscribe(events.append)
-            store = StateStore(tmp_path / "home" / "state.db")
-            record = await run_workflow(spec, store=store, home=tmp_path / "home", bus=bus)
-        finally:
-            del os.environ["FORGE_TEST_SECRET"]
+        monkeypatch.setenv("FORGE_TEST_SECRET", SECRET)
+        spec = WorkflowSpec(name="py", executor="thread",
+                            secrets={"API_TOKEN": SecretSpec(env="FORGE_TEST_SECRET")},
+                            tasks=(TaskSpec(name="boom", func=boom, python="tests:boom"),))
+        events: list[Event] = []
+        bus = EventBus()
+        bus.subscribe(events.append)
+        store = StateStore(tmp_path / "home" / "state.db")
+        record = await run_workflow(spec, store=store, home=tmp_path / "home", bus=bus)
         assert record.state == "failed"
         log = log_of(tmp_path / "home", "boom", 1)
         assert log is not None
