@@ -210,6 +210,35 @@ class TestProcessRuntime:
                 tg.start_soon(one, i)
         assert codes == {i: i for i in range(20)}
 
+    async def test_a_cancelled_waiter_hands_the_wait_to_another(
+        self, runtime: ProcessRuntime, tmp_path: Path
+    ) -> None:
+        """Two tasks wait for one child; the first is cancelled, the second still gets the
+        exit code once the child ends."""
+        gate = tmp_path / "gate"
+        handle = await runtime.start(ContainerSpec(
+            command=["sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.02; done; exit 7"]))
+        first_scope = anyio.CancelScope()
+        codes: list[int | None] = []
+
+        async def first() -> None:
+            with first_scope:
+                await runtime.wait(handle)
+
+        async def second() -> None:
+            codes.append((await runtime.wait(handle)).exit_code)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            await anyio.wait_all_tasks_blocked()  # first waits for the exit itself
+            tg.start_soon(second)
+            await anyio.wait_all_tasks_blocked()
+            first_scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            gate.touch()
+        assert codes == [7]
+        await runtime.remove(handle)
+
 
 def _start_helper(tmp_path: Path, script: str, *, detach: bool) -> subprocess.Popen[bytes]:
     """A separate Python process that starts ``script`` through a ProcessRuntime and sleeps."""
