@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 import anyio
 import attrs
 
+from ..exceptions import LeaseLost
 from ._common import Availability
 
 __all__ = ["ItemState", "Lease", "NewItem", "Queue", "QueueItem", "QueueStats"]
@@ -131,6 +132,29 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     async def ack(self, lease: Lease, result: Any = None) -> None:
         """Mark the item done with ``result``. :class:`LeaseLost` if the token is stale."""
+
+    async def settle(self, acks: Sequence[tuple[Lease, Any]], consumer: str, lease: float, *,
+                     want: int, kinds: Sequence[str] | None = None, tags: Sequence[str] = (),
+                     exclude_kinds: Sequence[str] = ()) -> tuple[builtins.list[str],
+                                                               builtins.list[Lease]]:
+        """Ack each ``(lease, result)`` of ``acks``, then reserve up to ``want`` more items
+        (never blocking), in one round trip where the backend can: how a busy agent hands in
+        results and takes its next tasks. Returns the ids whose ack was refused (lease lost)
+        and the new leases."""
+        lost: builtins.list[str] = []
+        for done, result in acks:
+            try:
+                await self.ack(done, result)
+            except LeaseLost:
+                lost.append(done.item.id)
+        taken: builtins.list[Lease] = []
+        while len(taken) < want:
+            got = await self.reserve(consumer, lease, kinds=kinds, tags=tags,
+                                     exclude_kinds=exclude_kinds)
+            if got is None:
+                break
+            taken.append(got)
+        return lost, taken
 
     @abc.abstractmethod
     async def nack(self, lease: Lease, error: str, *, retry_at: float | None = None,

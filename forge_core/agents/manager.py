@@ -16,73 +16,22 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
-import attrs
 
 from ..abc import ContainerSpec, Lease, Queue, Runtime
 from ..exceptions import BackendUnavailable, ForgeError, LeaseLost
 from . import state as agent_state
+from ._pool import PoolConfig, _Held, _Slot
 from ._process import AgentProcess
-from .policy import BreakerConfig, CircuitBreaker, RetryPolicy
+from .policy import CircuitBreaker
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
 
 __all__ = ["AgentManager", "PoolConfig"]
-
-
-@attrs.frozen(kw_only=True)
-class PoolConfig:
-    """One pool of identical agents (what ``forge agent start`` starts)."""
-
-    command: tuple[str, ...] = attrs.field(converter=tuple)
-    name: str = "agent"
-    count: int = 1
-    concurrency: int = 5
-    """Most agents that may run at once; ``count`` is capped by it."""
-    tags: tuple[str, ...] = ()
-    kinds: tuple[str, ...] | None = None
-    env: Mapping[str, str] = attrs.field(factory=dict)
-    workdir: str | None = None
-    lease: float = 30.0
-    poll: float = 0.5
-    """Longest an idle agent blocks waiting for work before it re-checks breakers and drain;
-    it wakes at once when work arrives (the queue's ``wait_for_work``)."""
-    grace: float = 10.0
-    silence_timeout: float | None = None
-    """A busy agent that writes nothing for this long is deemed hung and restarted."""
-    health_interval: float = 5.0
-    health_command: tuple[str, ...] | None = None
-    max_memory: int | None = None
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
-    breaker: BreakerConfig = attrs.field(factory=BreakerConfig)
-    state_dir: Path | None = None
-
-
-@attrs.define
-class _Slot:
-    name: str
-    consumer: str
-    proc: AgentProcess | None = None
-    state: str = "starting"
-    item: str | None = None
-    paused: bool = False
-    stopping: bool = False
-    started_at: float = 0.0
-    memory: int = 0
-    cpu: float = 0.0
-    counters: dict[str, int] = attrs.field(factory=lambda: dict.fromkeys(
-        ("done", "failed", "crashes", "restarts", "lease_lost"), 0))
-
-
-@attrs.define
-class _Held:
-    lease: Lease
-    lost: bool = False
 
 
 class AgentManager:
@@ -132,9 +81,36 @@ class AgentManager:
                              log_path=self.dir / f"{slot.name}.log")
 
     async def _slot_loop(self, slot: _Slot) -> None:
-        failures = 0
         try:
-            while not (self._draining.is_set() or slot.stopping):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat, slot)
+                tg.start_soon(self._sync_loop, slot)
+                await self._serve(slot)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if slot.proc is not None:
+                    slot.state = "stopping"
+                    await slot.proc.stop(self.config.grace)
+                    slot.proc = None
+                slot.state = "stopped"
+
+    async def _serve(self, slot: _Slot) -> None:
+        """Feed the slot's agent until drain or stop: tasks leased ahead first, then new ones."""
+        failures = 0
+        lease: Lease | None
+        while True:
+            if not slot.ready and (slot.acks or slot.syncing):
+                await self._flush(slot)  # hands in results and takes the next task in one call
+            if slot.ready:
+                lease = slot.ready.popleft()
+                if slot.proc is None and not await self._start(slot, failures):
+                    slot.ready.appendleft(lease)
+                    failures += 1
+                    continue
+            else:
+                if self._draining.is_set() or slot.stopping:
+                    return
                 if slot.proc is None and not await self._start(slot, failures):
                     failures += 1
                     continue
@@ -144,19 +120,69 @@ class AgentManager:
                 lease = await self._reserve(slot)
                 if lease is None:
                     continue
-                if await self._work(slot, lease):
-                    failures += 1
-                    slot.counters["crashes"] += 1
-                    await self._discard(slot)
-                else:
-                    failures = 0
-        finally:
-            with anyio.CancelScope(shield=True):
-                if slot.proc is not None:
-                    slot.state = "stopping"
-                    await slot.proc.stop(self.config.grace)
-                    slot.proc = None
-                slot.state = "stopped"
+            if self._target(slot) > len(slot.ready):
+                slot.sync_wanted.set()  # lease more ahead while the agent works
+            if await self._work(slot, lease):
+                failures += 1
+                slot.counters["crashes"] += 1
+                await self._discard(slot)
+            else:
+                failures = 0
+
+    def _target_blocked(self, slot: _Slot) -> bool:
+        return self._draining.is_set() or slot.stopping or slot.paused
+
+    def _target(self, slot: _Slot) -> int:
+        """How many tasks the slot should hold ahead now."""
+        if self._target_blocked(slot):
+            return 0
+        per_task = max(slot.avg_task, 1e-6)
+        return min(self.config.prefetch, int(self.config.prefetch_window / per_task))
+
+    async def _flush(self, slot: _Slot) -> None:
+        """Wait until every result handed in so far is settled with the queue."""
+        while slot.acks or slot.syncing:
+            done = slot.synced
+            slot.sync_wanted.set()
+            await done.wait()
+
+    async def _sync_loop(self, slot: _Slot) -> None:
+        """Settle results and lease ahead, one queue call per round (one fsync for many)."""
+        while True:
+            await slot.sync_wanted.wait()
+            slot.sync_wanted = anyio.Event()
+            acks, slot.acks = slot.acks, []
+            target = self._target(slot)
+            # an agent about to go idle takes its next task in the same call as its results
+            want = 0 if target == 0 and self._target_blocked(slot) else max(
+                target - len(slot.ready), 0 if slot.ready else 1)
+            slot.syncing = True
+            try:
+                if acks or want:
+                    await self._settle(slot, acks, want)
+            finally:
+                slot.syncing = False
+                done, slot.synced = slot.synced, anyio.Event()
+                done.set()
+
+    async def _settle(self, slot: _Slot, acks: list[tuple[Lease, Any]], want: int) -> None:
+        try:
+            lost, taken = await self.queue.settle(
+                acks, slot.consumer, self.config.lease, want=want, kinds=self.config.kinds,
+                tags=self.config.tags, exclude_kinds=self._shut())
+        except BackendUnavailable as exc:
+            log.error("queue unavailable, unsettled leases will expire and be reclaimed: %s",
+                      exc)
+            return
+        slot.ready.extend(taken)
+        for lease, _ in acks:
+            if lease.item.id in lost:
+                slot.counters["lease_lost"] += 1
+                self._log(slot, f"refused: the lease on {lease.item.id} (token "
+                                f"{lease.token}) was lost; another agent has it")
+            else:
+                slot.counters["done"] += 1
+                self._breaker(lease.item.kind).record(True)
 
     async def _start(self, slot: _Slot, failures: int) -> bool:
         if failures:
@@ -177,8 +203,12 @@ class AgentManager:
             log.warning("agent %s ended (%s); restarting it", slot.name, status.describe())
             slot.proc = None
 
+    def _shut(self) -> list[str]:
+        """Kinds whose circuit breaker is open."""
+        return [k for k, b in self.breakers.items() if not b.allows()]
+
     async def _reserve(self, slot: _Slot) -> Lease | None:
-        shut = [k for k, b in self.breakers.items() if not b.allows()]
+        shut = self._shut()
         try:
             return await self.queue.reserve_wait(
                 slot.consumer, self.config.lease, timeout=self.config.poll,
@@ -192,28 +222,48 @@ class AgentManager:
         """Hand ``lease`` to the agent and see it through; ``True`` if the agent must go."""
         assert slot.proc is not None
         slot.state, slot.item = "busy", lease.item.id
-        held = _Held(lease)
+        slot.held = held = _Held(lease)
+        started = time.monotonic()
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._heartbeat, held)
-                restart = await self._converse(slot, slot.proc, held)
-                tg.cancel_scope.cancel()
+            return await self._converse(slot, slot.proc, held)
         finally:
-            slot.item = None
+            slot.avg_task = 0.8 * slot.avg_task + 0.2 * (time.monotonic() - started)
+            slot.held = slot.item = None
             slot.state = "paused" if slot.paused else "idle"
-        return restart
 
-    async def _heartbeat(self, held: _Held) -> None:
+    async def _heartbeat(self, slot: _Slot) -> None:
+        """Extend the lease of whatever the slot's agent is working on, every third of it."""
         every = max(0.05, self.config.lease / 3)
-        while not held.lost:
+        while True:
             await anyio.sleep(every)
+            await self._extend_ahead(slot)
+            held = slot.held
+            if held is None or held.lost:
+                continue
             try:
                 held.lease = await self.queue.extend(held.lease, self.config.lease)
             except LeaseLost:
-                log.warning("lost the lease on %s; its result will be refused", held.lease.item.id)
-                held.lost = True
+                if slot.held is held:
+                    log.warning("lost the lease on %s; its result will be refused",
+                                held.lease.item.id)
+                    held.lost = True
             except BackendUnavailable as exc:
                 log.warning("cannot extend lease on %s: %s", held.lease.item.id, exc)
+
+    async def _extend_ahead(self, slot: _Slot) -> None:
+        """Heartbeat the tasks leased ahead; one lost meanwhile (cancelled) is dropped."""
+        for lease in list(slot.ready):
+            try:
+                fresh = await self.queue.extend(lease, self.config.lease)
+            except LeaseLost:
+                fresh = None
+            except BackendUnavailable:
+                continue
+            if lease in slot.ready:
+                index = slot.ready.index(lease)
+                del slot.ready[index]
+                if fresh is not None:
+                    slot.ready.insert(index, fresh)
 
     async def _converse(self, slot: _Slot, proc: AgentProcess, held: _Held) -> bool:
         item = held.lease.item
@@ -245,9 +295,7 @@ class AgentManager:
 
     async def _finish(self, slot: _Slot, held: _Held, msg: Mapping[str, Any]) -> None:
         if msg.get("ok"):
-            if await self._guard(slot, self.queue.ack(held.lease, msg.get("result"))):
-                slot.counters["done"] += 1
-                self._breaker(held.lease.item.kind).record(True)
+            slot.acks.append((held.lease, msg.get("result")))  # settled by _sync_loop
             return
         error = str(msg.get("error") or "the agent reported a failure")
         await self._fail(slot, held, error, retry=msg.get("retry", True) is not False)

@@ -147,6 +147,14 @@ class SQLiteQueue(Queue):
     async def ack(self, lease: Lease, result: Any = None) -> None:
         await self._run(_ack, lease, dumps(result))
 
+    async def settle(self, acks: Sequence[tuple[Lease, Any]], consumer: str, lease: float, *,
+                     want: int, kinds: Sequence[str] | None = None, tags: Sequence[str] = (),
+                     exclude_kinds: Sequence[str] = ()) -> tuple[builtins.list[str],
+                                                               builtins.list[Lease]]:
+        done = [(held, dumps(result)) for held, result in acks]
+        return await self._run(_settle, done, consumer, lease, want, kinds, tuple(tags),
+                               tuple(exclude_kinds))
+
     async def nack(self, lease: Lease, error: str, *, retry_at: float | None = None,
                    final: bool = False) -> None:
         await self._run(_nack, lease, error, retry_at, final)
@@ -183,6 +191,9 @@ class SQLiteQueue(Queue):
 # -- transitions: each runs in one immediate transaction --------------------------------------
 @contextmanager
 def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    if conn.in_transaction:  # part of a larger transition (settle): its transaction decides
+        yield
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -294,6 +305,23 @@ def _ack(conn: sqlite3.Connection, lease: Lease, result: str) -> None:
         conn.execute("UPDATE items SET state = 'done', result = ?, finished_at = ?, "
                      "lease_expires_at = NULL WHERE id = ?",
                      (result, time.time(), lease.item.id))
+
+
+def _settle(conn: sqlite3.Connection, acks: list[tuple[Lease, str]], consumer: str,
+            lease: float, want: int, kinds: Sequence[str] | None, tags: tuple[str, ...],
+            exclude: tuple[str, ...]) -> tuple[list[str], list[Lease]]:
+    lost: list[str] = []
+    taken: list[Lease] = []
+    with _immediate(conn):  # one transaction, one commit (one fsync) for the whole step
+        for done, result in acks:
+            try:
+                _ack(conn, done, result)  # refuses before it writes, so nothing to undo
+            except LeaseLost:
+                lost.append(done.item.id)
+        while len(taken) < want and (got := _reserve(conn, consumer, lease, kinds, tags,
+                                                     exclude)):
+            taken.append(got)
+    return lost, taken
 
 
 def _nack(conn: sqlite3.Connection, lease: Lease, error: str, retry_at: float | None,

