@@ -318,7 +318,8 @@ class Engine:
             outcome = await self._run_attempt(spec, number)
         finally:
             self._limiter.release()
-        return attrs.evolve(outcome, error=self.resolver.redact(outcome.error)), number
+        error = self.resolver.redact(outcome.error)
+        return (outcome if error == outcome.error else attrs.evolve(outcome, error=error)), number
 
     async def _run_attempt(self, spec: TaskSpec, number: int) -> Outcome:
         try:
