@@ -126,6 +126,17 @@ def task_submit(
         typer.echo(ids[0])
 
 
+@task_app.command("wait")
+def task_wait(item_id: str, timeout: float = typer.Option(None, "--timeout",
+                                                          help="Seconds; default forever."),
+              queue: str = QueueOpt) -> None:
+    """Wait for a task to finish and print it as JSON; exit 1 unless it ended done."""
+    item = _with_queue(queue, lambda q: q.wait(item_id, timeout=timeout))
+    emit_json(item)
+    if item.state != "done":
+        raise typer.Exit(ExitCode.FAILED)
+
+
 def _row(item: QueueItem) -> str:
     age = time.time() - item.created_at
     return (f"{item.id}  {item.state:<9} {item.kind:<14} p{item.priority}  "
@@ -241,6 +252,12 @@ def agent_start(
                                        help="Run at each health check (argv, space separated)."),
     retry_on: Annotated[list[str] | None, typer.Option(
         "--retry-on", help="Retry only errors matching this regex.")] = None,
+    retry_delay: float = typer.Option(1.0, "--retry-delay",
+                                      help="First retry's delay; doubles each time, jittered."),
+    silence_timeout: float = typer.Option(None, "--silence-timeout",
+                                          help="Restart an agent silent this long mid-task."),
+    prefetch: int = typer.Option(16, "--prefetch", min=0,
+                                 help="Most tasks leased ahead by an agent of short tasks."),
     runtime: str = typer.Option("process", "--runtime"),
     queue: str = QueueOpt,
 ) -> None:
@@ -251,7 +268,8 @@ def agent_start(
         tags=_split(tags or []), kinds=_split(kinds or []) or None, lease=lease, grace=grace,
         max_memory=max_memory,
         health_command=tuple(health_command.split()) if health_command else None,
-        retry=RetryPolicy(retry_on=tuple(retry_on or ()) or (".*",)))
+        retry=RetryPolicy(retry_on=tuple(retry_on or ()) or (".*",), base=retry_delay),
+        silence_timeout=silence_timeout, prefetch=prefetch)
 
     async def work(q: Queue) -> None:
         manager = AgentManager(q, plugins.create("runtime", runtime), config)
