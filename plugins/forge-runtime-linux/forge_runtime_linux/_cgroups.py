@@ -98,6 +98,12 @@ class Cgroup:
         self.layout = layout
         self.relpath = relpath
 
+    @property
+    def _rel(self) -> str:
+        if self.relpath is None:
+            raise Unsupported("this container has no cgroup (it asked for no limit)")
+        return self.relpath
+
     def dirs(self) -> list[Path]:
         if self.layout.rootless or self.relpath is None:
             return []
@@ -120,7 +126,7 @@ class Cgroup:
     def _enable_v2_parent(self) -> None:
         assert self.layout.v2 is not None
         wanted = " ".join(f"+{c}" for c in sorted(self.layout.v2_controllers & {"memory", "cpu", "pids"}))
-        parent = self.layout.v2 / self.relpath.split("/")[0]
+        parent = self.layout.v2 / self._rel.split("/")[0]
         parent.mkdir(exist_ok=True)
         for level in (self.layout.v2, parent):
             with contextlib.suppress(OSError):
@@ -128,9 +134,9 @@ class Cgroup:
 
     def _file(self, controller: str, v1name: str, v2name: str) -> Path:
         if controller in self.layout.v1:
-            return self.layout.v1[controller] / self.relpath / v1name
+            return self.layout.v1[controller] / self._rel / v1name
         assert self.layout.v2 is not None
-        return self.layout.v2 / self.relpath / v2name
+        return self.layout.v2 / self._rel / v2name
 
     def _limit(self, limits: dict[str, Any]) -> None:
         memory, cpus, pids = limits.get("memory"), limits.get("cpus"), limits.get("pids")

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from forge_core.exceptions import ConfigError
 
@@ -32,17 +32,17 @@ _ZSTD = b"\x28\xb5\x2f\xfd"
 
 
 def _decompressed(raw: IO[bytes], source: str) -> IO[bytes]:
-    buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw)  # type: ignore[arg-type]
-    magic = buffered.peek(4)[:4]  # type: ignore[attr-defined]
+    buffered: Any = raw if hasattr(raw, "peek") else io.BufferedReader(cast(Any, raw))
+    magic = buffered.peek(4)[:4]
     if magic[:2] == _GZIP:
-        return gzip.GzipFile(fileobj=buffered, mode="rb")
+        return cast(IO[bytes], gzip.GzipFile(fileobj=buffered, mode="rb"))
     if magic == _ZSTD:
         try:
             import zstandard
         except ImportError:
             raise ConfigError(f"{source}: zstd archive but zstandard is not installed") from None
-        return zstandard.ZstdDecompressor().stream_reader(buffered)  # type: ignore[no-any-return]
-    return buffered
+        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(buffered))
+    return cast(IO[bytes], buffered)
 
 
 @contextmanager

@@ -8,6 +8,7 @@ crash leaves to be swept, never half-published.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -205,7 +206,7 @@ class SnapshotImageStore(ImageStore):
             config=dict(data.get("config") or {}),
         )
 
-    def list_sync(self) -> list[Image]:
+    def list_sync(self) -> builtins.list[Image]:
         content = self._root / "content"
         if not content.exists():
             return []

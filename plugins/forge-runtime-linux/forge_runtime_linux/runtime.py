@@ -7,6 +7,7 @@ unshares the namespaces, forks the container's PID 1 and records its exit in ``e
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import os
@@ -249,7 +250,7 @@ class LinuxRuntime(Runtime):
     async def list(self) -> list[Handle]:
         return [self.handle(d) for d in self.list_states()]
 
-    def list_states(self) -> list[dict[str, Any]]:
+    def list_states(self) -> builtins.list[dict[str, Any]]:
         return self._engine.list_states()
 
     def resolve(self, ref: str) -> str:
@@ -264,12 +265,12 @@ class LinuxRuntime(Runtime):
 
     # --- garbage collection --------------------------------------------------------------
 
-    def gc(self) -> list[str]:
+    def gc(self) -> builtins.list[str]:
         """Finish interrupted deletes, remove journals of containers whose supervisor died
         mid-create, and cgroups no journal claims. Returns what it removed."""
         return self._engine.gc()
 
-    async def prune(self) -> list[str]:
+    async def prune(self) -> builtins.list[str]:
         """Delete every stopped container."""
         gone = []
         for data in self.list_states():

@@ -108,6 +108,23 @@ class TestContainerCli:
             cli("container", "delete", "-f", "svc", home=forge_home)
         assert json.loads(cli("container", "list", "--json", home=forge_home).stdout) == []
 
+    def test_kill_sends_a_named_signal(self, forge_home: Path, busybox_image: str) -> None:
+        """`kill -s TERM` ends a sleeping container by SIGTERM; an unknown signal name exits 2."""
+        started = cli(
+            "container", "run", "-d", "--name", "term", busybox_image, "sleep", "60", home=forge_home
+        )
+        try:
+            assert cli("container", "kill", "-s", "NOPE", "term", home=forge_home).returncode == 2
+            assert cli("container", "kill", "-s", "TERM", "term", home=forge_home).returncode == 0
+            status = ""
+            for _ in range(200):  # a guard for the asynchronous exit, not a timing
+                status = json.loads(cli("container", "inspect", "term", home=forge_home).stdout)["status"]
+                if status != "running":
+                    break
+            assert status == "exited: killed by SIGTERM"
+        finally:
+            cli("container", "delete", "-f", started.stdout.strip(), home=forge_home)
+
     def test_bad_flags_exit_2(self, forge_home: Path, busybox_image: str) -> None:
         """A malformed --publish or --memory is a one-line usage error with exit code 2."""
         for flags in (["-p", "nonsense"], ["--memory", "lots"], ["--network", "bridge"]):

@@ -154,7 +154,7 @@ def kill(refs: list[str], signal: str = typer.Option("KILL", "-s", "--signal")) 
         signum = (
             int(signal)
             if signal.isdigit()
-            else int(_signal.Signals("SIG" + signal.upper().removeprefix("SIG")))
+            else int(_signal.Signals["SIG" + signal.upper().removeprefix("SIG")])
         )
     except (KeyError, ValueError):
         raise ConfigError(f"unknown signal {signal!r}") from None
