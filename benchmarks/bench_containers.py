@@ -1,7 +1,7 @@
 """Container speed and memory on one busybox rootfs, Forge beside crun, runc, bubblewrap and
 podman (Debian packages): CLI start-to-exit of /bin/true, Forge's library start-to-exit, 100
 containers two at a time, delete of a stopped container, image import of the tarball, and the
-memory (PSS) that keeps one idle container running. Needs root and forge-runtime-linux; a peer
+memory (PSS) per idle container, ten of them running. Needs root and forge-runtime-linux; a peer
 that is not installed, or fails here, is reported so, never faked. Prints a table and one JSON
 line; asserts nothing.
 
@@ -33,6 +33,8 @@ from forge_core.abc import ContainerSpec
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "20"))
 HUNDRED = int(os.environ.get("BENCH_HUNDRED", "100"))
+IDLE = int(os.environ.get("BENCH_IDLE", "10"))
+"""Idle containers kept up at once; memory per container is their processes' PSS over this."""
 PEERS = ("crun", "runc", "bwrap", "podman", "podman_net")
 PODMAN = ["podman", "--runtime", "runc"]
 PODMAN_LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
@@ -92,6 +94,10 @@ def pss_mb(pids: list[int]) -> float:
     return round(total / 1024, 2)
 
 
+def per_container(pids: list[int]) -> float:
+    return round(pss_mb(pids) / IDLE, 2)
+
+
 def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -148,13 +154,17 @@ async def forge_library(home: Path, tar: Path) -> dict[str, Any]:
         for _ in range(HUNDRED):
             tg.start_soon(one)
     hundred = time.perf_counter() - t0
-    idle = await runtime.start(
-        ContainerSpec(command=("sleep", "30"), image="bench0:latest", network="private", detach=True)
-    )
+    idle = [
+        await runtime.start(
+            ContainerSpec(command=("sleep", "30"), image="bench0:latest", network="private", detach=True)
+        )
+        for _ in range(IDLE)
+    ]
     await anyio.sleep(0.3)
-    data = runtime.state(idle.id)
-    memory = pss_mb([data["sup_pid"], *runtime.engine.pids(data)])
-    await runtime.remove(idle)
+    states = [runtime.state(h.id) for h in idle]
+    memory = per_container([pid for d in states for pid in (d["sup_pid"], *runtime.engine.pids(d))])
+    for handle in idle:
+        await runtime.remove(handle)
     return {
         "library_ms": median_ms(starts),
         "delete_ms": median_ms(deletes),
@@ -174,10 +184,24 @@ def forge_cli(home: Path, tar: Path) -> dict[str, Any]:
         list(pool.map(lambda _: run(argv, env), range(HUNDRED)))
     hundred = time.perf_counter() - t0
     imported = [run([forge, "image", "import", str(tar), "--name", f"cli{i}"], env) for i in range(3)]
+    detach = [forge, "container", "run", "-d", "bench0:latest", "sleep", "30"]
+    ids = [
+        subprocess.run(detach, env=env, capture_output=True, text=True, check=True).stdout.strip()
+        for _ in range(IDLE)
+    ]
+    time.sleep(0.3)
+    from forge_runtime_linux._engine import Engine
+
+    engine = Engine(home)
+    states = [engine.state(cid) for cid in ids]
+    memory = per_container([pid for d in states for pid in (d["sup_pid"], *engine.pids(d))])
+    for cid in ids:
+        engine.remove(cid)
     return {
         "cli_ms": median_ms(cli),
         "cli_hundred_s": round(hundred, 2),
         "cli_import_ms": median_ms(imported),
+        "cli_memory_mb": memory,
     }
 
 
@@ -221,14 +245,20 @@ def oci_runtime(name: str, root: Path, rootfs: Path) -> dict[str, Any]:
         run([*wrap, name, "run", "-d", "-b", str(true_bundle), cid], detached=True)
         time.sleep(0.05)
         deletes.append(run([*wrap, name, "delete", "-f", cid]))
-    cid = f"m-{uuid.uuid4().hex[:12]}"
-    run([*wrap, name, "run", "-d", "-b", str(sleep_bundle), cid], detached=True)
+    ids = [f"m-{uuid.uuid4().hex[:12]}" for _ in range(IDLE)]
+    for cid in ids:
+        run([*wrap, name, "run", "-d", "-b", str(sleep_bundle), cid], detached=True)
     time.sleep(0.3)
-    pid = json.loads(
-        subprocess.run([*wrap, name, "state", cid], capture_output=True, text=True, check=True).stdout
-    )["pid"]
-    memory = pss_mb(descendants(pid)) if pid > 1 else "n/a (container not running)"
-    subprocess.run([*wrap, name, "delete", "-f", cid], capture_output=True, check=False)
+    state = [*wrap, name, "state"]
+    pids = [
+        json.loads(subprocess.run([*state, c], capture_output=True, text=True, check=True).stdout)["pid"]
+        for c in ids
+    ]
+    memory: Any = "n/a (container not running)"
+    if all(pid > 1 for pid in pids):
+        memory = per_container([p for pid in pids for p in descendants(pid)])
+    for cid in ids:
+        subprocess.run([*wrap, name, "delete", "-f", cid], capture_output=True, check=False)
     return {
         "cli_ms": median_ms(starts),
         "hundred_s": round(hundred, 2),
@@ -244,11 +274,12 @@ def bubblewrap(rootfs: Path) -> dict[str, Any]:
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda _: run([*base, "/bin/true"]), range(HUNDRED)))
     hundred = time.perf_counter() - t0
-    proc = subprocess.Popen([*base, "sleep", "30"])
+    procs = [subprocess.Popen([*base, "sleep", "30"]) for _ in range(IDLE)]
     time.sleep(0.3)
-    memory = pss_mb(descendants(proc.pid))
-    proc.kill()
-    proc.wait()
+    memory = per_container([p for proc in procs for p in descendants(proc.pid)])
+    for proc in procs:
+        proc.kill()
+        proc.wait()
     return {
         "cli_ms": median_ms(starts),
         "hundred_s": round(hundred, 2),
@@ -278,18 +309,20 @@ def podman(tar: Path, network: str | None) -> dict[str, Any]:
         ).stdout.strip()
         run([*PODMAN, "start", "--attach", cid])
         deletes.append(run([*PODMAN, "rm", cid]))
-    cid = subprocess.run(
-        [*PODMAN, "run", "-d", *net, *PODMAN_LIMITS, f"{image}:0", "sleep", "30"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    run_idle = [*PODMAN, "run", "-d", *net, *PODMAN_LIMITS, f"{image}:0", "sleep", "30"]
+    ids = [
+        subprocess.run(run_idle, capture_output=True, text=True, check=True).stdout.strip()
+        for _ in range(IDLE)
+    ]
     time.sleep(0.3)
-    pids = json.loads(
-        subprocess.run([*PODMAN, "inspect", cid], capture_output=True, text=True, check=True).stdout
-    )[0]
-    memory = pss_mb([pids["State"]["ConmonPid"], *descendants(pids["State"]["Pid"])])
-    subprocess.run([*PODMAN, "rm", "-f", cid], capture_output=True, check=False)
+    inspect = subprocess.run([*PODMAN, "inspect", *ids], capture_output=True, text=True, check=True)
+    pids = [
+        p
+        for st in json.loads(inspect.stdout)
+        for p in (st["State"]["ConmonPid"], *descendants(st["State"]["Pid"]))
+    ]
+    memory = per_container(pids)
+    subprocess.run([*PODMAN, "rm", "-f", *ids], capture_output=True, check=False)
     subprocess.run([*PODMAN, "rmi", *(f"{image}:{i}" for i in range(3))], capture_output=True, check=False)
     return {
         "cli_ms": median_ms(starts),
@@ -324,7 +357,7 @@ ROWS = (
     ("100 containers, 2 at a time (s)", "hundred_s"),
     ("delete a stopped container (ms)", "delete_ms"),
     ("image import of the tarball (ms)", "import_ms"),
-    ("idle container memory, PSS (MB)", "memory_mb"),
+    (f"memory per idle container, {IDLE} up (PSS, MB)", "memory_mb"),
 )
 
 
@@ -351,9 +384,7 @@ def main() -> None:
         home = root / "home"
         forge = anyio.run(forge_library, home, tar)
         cli = forge_cli(home, tar)
-        forge.update(
-            cli_ms=cli["cli_ms"], cli_hundred_s=cli["cli_hundred_s"], cli_import_ms=cli["cli_import_ms"]
-        )
+        forge.update(cli, library_memory_mb=forge["memory_mb"], memory_mb=cli["cli_memory_mb"])
         results: dict[str, dict[str, Any]] = {"forge": forge}
         for name in PEERS:
             results[name] = peer(name, root, tar)
@@ -364,6 +395,7 @@ def main() -> None:
     print(table(results))
     cli_line = f"forge CLI: 100 two at a time {forge['cli_hundred_s']} s"
     print(f"{cli_line}, `forge image import` {forge['cli_import_ms']} ms")
+    print(f"forge memory per idle container started from a library parent: {forge['library_memory_mb']} MB")
     machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
     print(json.dumps({"bench": "containers", "machine": machine, **results}))
 
