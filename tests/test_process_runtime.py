@@ -134,16 +134,16 @@ class TestProcessRuntime:
         self, runtime: ProcessRuntime, tmp_path: Path
     ) -> None:
         """If the watchdog dies, the next start brings up a new one and registers with it."""
-        from forge_core.runtime import _spawn
+        from forge_core.runtime import _watchdog
 
         await runtime.run(ContainerSpec(command=["true"]))
-        old = _spawn.watchdog()
+        old = _watchdog.watchdog()
         assert old is not None
         os.kill(old.pid, signal.SIGKILL)
         os.waitpid(old.pid, 0)
         handle = await runtime.start(ContainerSpec(command=["sleep", "1000"]))
         await runtime.remove(handle)
-        new = _spawn.watchdog()
+        new = _watchdog.watchdog()
         assert new is not None
         assert new.pid != old.pid
         assert old.broken

@@ -1,134 +1,31 @@
-"""Starting one child process: its own session, rlimits, and death with Forge.
+"""Starting one child process as the leader of a new session, with only stdin, stdout and
+stderr open.
 
-Children start with a plain ``vfork``+``exec`` (no Python code runs in the child) unless they
-need rlimits, which a ``preexec_fn`` sets (a real ``fork``). Death with Forge is handled by
-one watchdog process per Forge process: Forge tells it the process group of every
-non-detached child over a pipe, and when that pipe closes — Forge exited or was SIGKILLed —
-the watchdog SIGKILLs every group still registered, grandchildren included.
+A child that needs no rlimits and runs in Forge's own working directory starts with
+``posix_spawn`` (a ``vfork`` and ``exec``, no Python code, no thread); the others go through
+:class:`subprocess.Popen`, whose ``preexec_fn`` sets the rlimits (a real ``fork``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
+import signal
 import subprocess
-import sys
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["Limit", "Watchdog", "protect", "rlimits_for", "spawn", "watchdog"]
-
-log = logging.getLogger(__name__)
+__all__ = ["Limit", "direct", "rlimits_for", "spawn", "spawn_direct"]
 
 Limit = tuple[int, int, int]
 """(resource, soft, hard) for :func:`resource.setrlimit`."""
 
-_WATCHDOG_CODE = """
-import os, signal
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-groups, rest = set(), b""
-while True:
-    data = os.read(0, 65536)
-    if not data:
-        break
-    *lines, rest = (rest + data).split(b"\\n")
-    for line in lines:
-        (groups.add if line[:1] == b"+" else groups.discard)(int(line[1:]))
-for pgid in groups:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
-"""
+_DEFAULT_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name))
+"""Signals Python ignores, set back to their default in a child (as ``Popen`` does)."""
 
-
-class Watchdog:
-    """The process that SIGKILLs this Forge process's non-detached children when it dies."""
-
-    def __init__(self) -> None:
-        self.owner = os.getpid()
-        read_end, self._fd = os.pipe()
-        try:
-            self.pid = os.posix_spawn(
-                sys.executable,
-                [sys.executable, "-S", "-c", _WATCHDOG_CODE],
-                dict(os.environ),
-                file_actions=_watchdog_fds(read_end),
-                setsid=True,
-            )
-        finally:
-            os.close(read_end)
-
-        self.broken = False
-
-    def register(self, pgid: int) -> bool:
-        return self._send(b"+%d\n" % pgid)
-
-    def unregister(self, pgid: int) -> None:
-        self._send(b"-%d\n" % pgid)
-
-    def _send(self, line: bytes) -> bool:
-        try:
-            os.write(self._fd, line)
-        except OSError as exc:  # someone killed it: a new one takes over
-            if not self.broken:
-                log.warning("the child watchdog is gone (%s); starting a new one", exc)
-            self.broken = True
-        return not self.broken
-
-
-def protect(pgid: int) -> Watchdog | None:
-    """Register ``pgid`` with the watchdog (a fresh one if the last one died)."""
-    for _ in range(2):
-        current = watchdog()
-        if current is None or current.register(pgid):
-            return current
-    return None
-
-
-def _watchdog_fds(read_end: int) -> list[tuple[Any, ...]]:
-    """stdin from the pipe, stdout/stderr to /dev/null, no other inheritable fd of Forge (it
-    would hold a caller's pipe open for as long as the watchdog lives)."""
-    actions: list[tuple[Any, ...]] = []
-    fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
-    for name in os.listdir(fd_dir):
-        fd = int(name)
-        with contextlib.suppress(OSError):
-            if fd > 2 and os.get_inheritable(fd):
-                actions.append((os.POSIX_SPAWN_CLOSE, fd))
-    actions += [
-        (os.POSIX_SPAWN_DUP2, read_end, 0),
-        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-        (os.POSIX_SPAWN_DUP2, 1, 2),
-    ]
-    return actions
-
-
-_watchdog: Watchdog | None = None
-_watchdog_lock = threading.Lock()  # children start from several worker threads
-
-
-def watchdog() -> Watchdog | None:
-    """This process's watchdog, started on first use (``None`` where it cannot run)."""
-    global _watchdog
-    current = _watchdog
-    if current is not None and not current.broken and current.owner == os.getpid():
-        return current
-    with _watchdog_lock:
-        if _watchdog is None or _watchdog.broken or _watchdog.owner != os.getpid():
-            if not hasattr(os, "posix_spawn") or not sys.executable:
-                return None
-            try:
-                _watchdog = Watchdog()
-            except OSError as exc:
-                log.warning("cannot start the child watchdog (children may outlive Forge): %s",
-                            exc)
-                return None
-        return _watchdog
-
+_FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
 
 def _clamp(res: int, soft: int, hard: int) -> Limit:
     import resource
@@ -194,3 +91,49 @@ def spawn(
         start_new_session=True,
         preexec_fn=_child_setup(limits) if limits else None,  # only for rlimits: it costs a fork
     )
+
+
+def direct(cwd: str | None, limits: Sequence[Limit]) -> bool:
+    """Whether :func:`spawn_direct` can start a child in ``cwd`` with ``limits``."""
+    return hasattr(os, "posix_spawn") and not limits and (cwd is None or cwd == os.getcwd())
+
+
+def spawn_direct(
+    argv: Sequence[str], *, env: Mapping[bytes, bytes], stdin: int, stdout: int, stderr: int,
+) -> int:
+    """Start ``argv`` (looked up in the ``PATH`` of ``env``, as ``Popen`` does) as the leader of
+    a new session, with every other fd of Forge closed; returns its pid.
+
+    Raises ``OSError`` (``FileNotFoundError`` for a missing command); the caller maps it.
+    """
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds() if fd not in (stdin, stdout, stderr)]
+    actions += [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
+                (os.POSIX_SPAWN_DUP2, stderr, 2)]
+    return os.posix_spawn(_executable(argv[0], env), list(argv), env, file_actions=actions,
+                          setsid=True, setsigdef=_DEFAULT_SIGNALS)
+
+
+def _inheritable_fds() -> list[int]:
+    """Descriptors above 2 a child would inherit (Python opens none, but a caller may have)."""
+    found = []
+    for name in os.listdir(_FD_DIR):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+                if os.get_inheritable(fd):
+                    found.append(fd)
+    return found
+
+
+def _executable(command: str, env: Mapping[bytes, bytes]) -> bytes:
+    """``command`` itself if it names a path, else its first executable match in ``PATH``."""
+    name = os.fsencode(command)
+    if b"/" in name:
+        return name
+    path = env.get(b"PATH", os.fsencode(os.defpath))
+    for folder in path.split(b":"):
+        candidate = os.path.join(folder, name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError(2, "No such file or directory", command)

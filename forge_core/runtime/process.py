@@ -29,7 +29,7 @@ import psutil
 
 from ..abc import Availability, ContainerSpec, ExitStatus, Handle, Runtime, Stats
 from ..exceptions import ForgeError, NotFound, Unsupported
-from . import _spawn
+from . import _spawn, _watchdog
 from ._streams import FdReceiveStream, FdSendStream
 
 __all__ = ["ProcessRuntime"]
@@ -40,19 +40,21 @@ _WAITERS = anyio.CapacityLimiter(10_000)
 """Threads that wait for a child where no pidfd is available (non-Linux, old kernels)."""
 
 _SPAWNERS = 4
-"""Worker threads of a runtime that start children: the fork and exec of one child overlap
-the event loop's work and other starts, instead of stopping the loop for each."""
+"""Worker threads of a runtime that fork children that need rlimits or another working
+directory: the fork and exec of one overlap the event loop's work and other starts."""
 
 
 @attrs.define(eq=False)
 class _Child:
     handle: Handle
-    popen: subprocess.Popen[bytes]
+    pid: int
+    popen: subprocess.Popen[bytes] | None
+    """Set when it started through ``Popen`` (which then reaps it)."""
     pidfd: int | None
     exited: anyio.Event | None = None
     status: ExitStatus | None = None
     stdio: tuple[FdSendStream, FdReceiveStream] | None = None
-    watchdog: _spawn.Watchdog | None = None
+    watchdog: _watchdog.Watchdog | None = None
 
 
 @attrs.define(eq=False)
@@ -83,12 +85,16 @@ class ProcessRuntime(Runtime):
     async def start(self, spec: ContainerSpec) -> Handle:
         self.validate(spec)
         env = _environment(spec)
-        watchdog = None if spec.detach else _spawn.watchdog()  # running before the child exists
-        popen, ours = await anyio.to_thread.run_sync(_spawn_child, spec, env,
-                                                   limiter=self._spawners)
-        child = _adopt(spec, popen, ours, watchdog)
+        limits = _spawn.rlimits_for(spec.resources.memory, spec.resources.cpu_time)
+        watchdog = None if spec.detach else _watchdog.watchdog()  # running before the child
+        if _spawn.direct(spec.workdir, limits):  # a vfork: the loop waits only for the exec
+            pid, popen, ours = _launch(spec, env, limits, True)
+        else:  # a real fork: in a worker thread, so the loop goes on meanwhile
+            pid, popen, ours = await anyio.to_thread.run_sync(_launch, spec, env, limits, False,
+                                                             limiter=self._spawners)
+        child = _adopt(spec, pid, popen, ours, watchdog)
         self._children[child.handle.id] = child
-        log.debug("started %s: pid %s %s", child.handle.id, child.popen.pid, spec.command[0])
+        log.debug("started %s: pid %s %s", child.handle.id, pid, spec.command[0])
         return child.handle
 
     async def wait(self, handle: Handle) -> ExitStatus:
@@ -109,7 +115,7 @@ class ProcessRuntime(Runtime):
     async def signal(self, handle: Handle, signum: int) -> None:
         child = self._get(handle)
         if child.status is None:  # once reaped, its group is already gone
-            _killpg(child.popen.pid, signum)
+            _killpg(child.pid, signum)
 
     async def remove(self, handle: Handle) -> None:
         child = self._children.get(handle.id)
@@ -120,7 +126,7 @@ class ProcessRuntime(Runtime):
             return
         with anyio.CancelScope(shield=True):
             if child.status is None:
-                _killpg(child.popen.pid, _signal.SIGKILL)
+                _killpg(child.pid, _signal.SIGKILL)
                 await self.wait(handle)
             if child.stdio is not None:
                 for stream in child.stdio:
@@ -131,7 +137,7 @@ class ProcessRuntime(Runtime):
         child = self._get(handle)
         if child.status is not None:
             return Stats()
-        return await anyio.to_thread.run_sync(_group_stats, child.popen.pid)
+        return await anyio.to_thread.run_sync(_group_stats, child.pid)
 
     async def list(self) -> list[Handle]:
         return [child.handle for child in self._children.values()]
@@ -175,12 +181,11 @@ def _open_log(path: Path) -> int:
         raise ForgeError(f"cannot open log file {path}: {exc.strerror}") from None
 
 
-def _spawn_child(
-    spec: ContainerSpec, env: Mapping[bytes, bytes]
-) -> tuple[subprocess.Popen[bytes], list[int]]:
-    """Start the child; runs in a worker thread, so only the fork and exec happen here (each
-    system call here waits for the event loop to hand back the GIL). Returns the child and
-    the pipe ends Forge keeps for an interactive one."""
+def _launch(
+    spec: ContainerSpec, env: Mapping[bytes, bytes], limits: list[_spawn.Limit], direct: bool,
+) -> tuple[int, subprocess.Popen[bytes] | None, list[int]]:
+    """Start the child (``direct``: with ``posix_spawn``): its pid, its ``Popen`` if it
+    needed one, and the pipe ends Forge keeps for an interactive one."""
     log_fd = _open_log(spec.log_path) if spec.log_path is not None else _devnull()
     ours: list[int] = []
     theirs: list[int] = [log_fd] if spec.log_path is not None else []
@@ -190,15 +195,13 @@ def _spawn_child(
         out_r, stdout = os.pipe()
         ours, theirs = [in_w, out_r], [*theirs, stdin, stdout]
     try:
-        popen = _spawn.spawn(
-            spec.command,
-            env=env,
-            cwd=spec.workdir,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=log_fd,
-            limits=_spawn.rlimits_for(spec.resources.memory, spec.resources.cpu_time),
-        )
+        if direct:
+            pid = _spawn.spawn_direct(spec.command, env=env, stdin=stdin, stdout=stdout,
+                                      stderr=log_fd)
+            return pid, None, ours
+        popen = _spawn.spawn(spec.command, env=env, cwd=spec.workdir, stdin=stdin,
+                             stdout=stdout, stderr=log_fd, limits=limits)
+        return popen.pid, popen, ours
     except OSError as exc:
         for fd in ours:
             os.close(fd)
@@ -206,25 +209,24 @@ def _spawn_child(
     finally:
         for fd in theirs:
             os.close(fd)
-    return popen, ours
 
 
 def _adopt(
-    spec: ContainerSpec, popen: subprocess.Popen[bytes], ours: list[int],
-    watchdog: _spawn.Watchdog | None,
+    spec: ContainerSpec, pid: int, popen: subprocess.Popen[bytes] | None, ours: list[int],
+    watchdog: _watchdog.Watchdog | None,
 ) -> _Child:
     """Register a started child with the watchdog and wrap it for the runtime."""
     if watchdog is not None:
-        watchdog = _spawn.protect(popen.pid)
+        watchdog = _watchdog.protect(pid)
     handle = Handle(
         id=f"proc-{secrets.token_hex(6)}",
         runtime="process",
-        pid=popen.pid,
+        pid=pid,
         name=spec.name,
         started_at=time.time(),
-        info={"pgid": popen.pid},
+        info={"pgid": pid},
     )
-    child = _Child(handle=handle, popen=popen, pidfd=_pidfd(popen.pid), watchdog=watchdog)
+    child = _Child(handle=handle, pid=pid, popen=popen, pidfd=_pidfd(pid), watchdog=watchdog)
     if ours:
         child.stdio = (FdSendStream(ours[0]), FdReceiveStream(ours[1]))
     return child
@@ -265,7 +267,7 @@ async def _wait_exited(child: _Child) -> None:
     if child.pidfd is not None:
         await anyio.wait_readable(child.pidfd)
         return
-    pid = child.popen.pid
+    pid = child.pid
     await anyio.to_thread.run_sync(
         lambda: os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT),
         abandon_on_cancel=True,
@@ -274,10 +276,13 @@ async def _wait_exited(child: _Child) -> None:
 
 
 def _reap(child: _Child) -> ExitStatus:
-    _killpg(child.popen.pid, _signal.SIGKILL)  # whatever the leader left behind in its group
-    returncode = child.popen.wait()
-    if child.watchdog is not None:
-        child.watchdog.unregister(child.popen.pid)
+    _killpg(child.pid, _signal.SIGKILL)  # whatever the leader left behind in its group
+    if child.watchdog is not None:  # its zombie holds the group id until the wait below
+        child.watchdog.unregister(child.pid)
+    if child.popen is not None:
+        returncode = child.popen.wait()
+    else:
+        returncode = os.waitstatus_to_exitcode(os.waitpid(child.pid, 0)[1])
     if child.pidfd is not None:
         os.close(child.pidfd)
         child.pidfd = None
