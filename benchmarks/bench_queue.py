@@ -123,7 +123,8 @@ def worker_argv(system: str, url: str, workdir: Path, count: int) -> list[list[s
 
 
 @contextlib.contextmanager
-def workers(system: str, url: str, workdir: Path, count: int, done: Path) -> Iterator[None]:
+def workers(system: str, url: str, workdir: Path, count: int,
+            done: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     env = {**os.environ, "BENCH_REDIS": url, "BENCH_DONE": str(done),
            "PYTHONPATH": f"{workdir}:{os.environ.get('PYTHONPATH', '')}",
            "FORGE_HOME": str(workdir / "home")}
@@ -132,7 +133,7 @@ def workers(system: str, url: str, workdir: Path, count: int, done: Path) -> Ite
                               start_new_session=True)
              for argv in worker_argv(system, url, workdir, count)]
     try:
-        yield
+        yield procs
     finally:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -145,11 +146,14 @@ def workers(system: str, url: str, workdir: Path, count: int, done: Path) -> Ite
                 proc.wait()
 
 
-def wait_done(done: Path, limit: float = 600) -> float:
+def wait_done(done: Path, procs: list[subprocess.Popen[bytes]], limit: float = 600) -> float:
+    """When the sentinel task ran; raises if the workers died or it never ran."""
     deadline = time.time() + limit
     while not done.exists() or not done.read_text():
         if time.time() > deadline:
             raise TimeoutError(f"the sentinel task never ran ({done})")
+        if any(proc.poll() is not None for proc in procs):
+            raise RuntimeError("a worker exited early")
         time.sleep(0.001)
     return float(done.read_text())
 
@@ -290,22 +294,22 @@ def measure(system: str, url: str, workdir: Path, reset: Callable[[], None]) -> 
         reset()
         enqueue(system, url, 0)
         started = time.time()
-        with workers(system, url, workdir, count, done):
-            startup = wait_done(done) - started
+        with workers(system, url, workdir, count, done) as procs:
+            startup = wait_done(done, procs) - started
         done.unlink()
         reset()
         enqueue(system, url, N)
         started = time.time()
-        with workers(system, url, workdir, count, done):
-            full = wait_done(done) - started
+        with workers(system, url, workdir, count, done) as procs:
+            full = wait_done(done, procs) - started
         done.unlink()
         out[f"process_{count}_per_s"] = N / max(1e-9, full - startup)
         out[f"startup_{count}_s"] = startup
     reset()
     done = workdir / f"done-{system}-rt"
-    with workers(system, url, workdir, 1, done):
+    with workers(system, url, workdir, 1, done) as procs:
         enqueue(system, url, 0)
-        wait_done(done)
+        wait_done(done, procs)
         out["round_trip_ms"] = statistics.median(round_trips(system, url)) * 1000
     return out
 
@@ -344,8 +348,14 @@ def main() -> None:
                 sqlite = system == "forge-sqlite"
                 url = f"sqlite:///{db}" if sqlite else server.url
                 print(f"measuring {system}…", file=sys.stderr, flush=True)
-                results[system] = measure(system, url, workdir,
-                                          reset_sqlite if sqlite else reset_redis)
+                try:
+                    results[system] = measure(system, url, workdir,
+                                              reset_sqlite if sqlite else reset_redis)
+                except Exception as exc:  # a broken peer install must not hide the others
+                    log = workdir / f"{system}.log"
+                    tail = log.read_text()[-800:] if log.exists() else ""
+                    print(f"{system} failed: {exc!r}\n{tail}", file=sys.stderr)
+                    skipped.append(f"{system} (failed: {type(exc).__name__})")
     print_table(results, skipped)
     print(json.dumps({"bench": "queue", "n": N, "appendfsync": FSYNC, "results": results,
                       "skipped": skipped}))
@@ -360,7 +370,7 @@ def print_table(results: dict[str, Any], skipped: list[str]) -> None:
             ("worker start-up, 1 / 2 (s, subtracted)", "startup_1_s", "{:.2f}")]
     names = list(results)
     print(f"N = {N} no-op tasks; redis-server AOF appendfsync {FSYNC}; "
-          f"skipped (not installed): {', '.join(skipped) or 'none'}")
+          f"skipped (not installed or failed): {', '.join(skipped) or 'none'}")
     print("| measure | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     for label, key, fmt in rows:

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -66,7 +67,7 @@ class AgentManager:
             outer.start_soon(self._watch)
             async with anyio.create_task_group() as tg:
                 for slot in self.slots:
-                    tg.start_soon(self._slot_loop, slot)
+                    tg.start_soon(self._supervise, slot)
                 task_status.started()
             outer.cancel_scope.cancel()
         self._write_states()
@@ -79,6 +80,18 @@ class AgentManager:
                              name=slot.name, env=env,
                              workdir=self.config.workdir, interactive=True,
                              log_path=self.dir / f"{slot.name}.log")
+
+    async def _supervise(self, slot: _Slot) -> None:
+        """Run the slot; an unexpected error (a bug, an unmapped backend error) is logged with
+        its traceback in the agent's log and the slot starts over, so the pool keeps going."""
+        while True:
+            try:
+                await self._slot_loop(slot)
+                return
+            except Exception:
+                log.exception("agent %s failed; starting it over", slot.name)
+                self._log(slot, f"internal error, starting over:\n{traceback.format_exc()}")
+                await anyio.sleep(1.0)
 
     async def _slot_loop(self, slot: _Slot) -> None:
         try:
