@@ -320,6 +320,33 @@ class TestSlaAndHooks:
 
 
 class TestDurability:
+    async def test_every_event_is_in_the_store_when_it_is_announced(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """Group commits still store each event (and its task state) before the bus sees it."""
+        seen: list[str] = []
+        checked: list[str] = []
+
+        def stored(event: Event) -> None:  # an assertion here fails ``seen == checked``
+            seen.append(event.kind)
+            kinds = [(e.kind, e.task) for e in store.events(event.run_id, limit=100_000)]
+            assert (event.kind, event.task) in kinds
+            if event.task and event.kind in ("task.queued", "task.started", "task.succeeded"):
+                task = next(t for t in store.tasks(event.run_id) if t.name == event.task)
+                assert task.state != "pending"
+            checked.append(event.kind)
+
+        bus = EventBus()
+        bus.subscribe(stored)
+        spec = workflow(*(TaskSpec(name=f"t{i}", command=("true",)) for i in range(20)),
+                        TaskSpec(name="join", command=("true",),
+                                 depends_on=tuple(f"t{i}" for i in range(20))), concurrency=2)
+        record = await run_workflow(spec, store=store, home=tmp_path / "home", bus=bus)
+        assert record.state == "succeeded"
+        assert seen == checked
+        assert checked.count("task.succeeded") == 21
+        assert [a.state for t in record.tasks for a in t.attempts] == ["succeeded"] * 21
+
     async def test_a_second_engine_on_a_live_run_is_refused(
         self, store: StateStore, tmp_path: Path
     ) -> None:

@@ -1,9 +1,10 @@
 """The DAG engine: drives one run of one workflow to its end, ready-set first.
 
 A task starts the moment its trigger rule allows, within the workflow's concurrency
-limit. Every state change is committed to the :class:`StateStore` before it is announced
-on the :class:`EventBus`, so a run killed at any moment resumes from the store: finished
-tasks are never run again, tasks caught running get a new attempt.
+limit. Every state change is committed to the :class:`StateStore` (in group commits: an
+attempt's start at once, with whatever is pending) before it is announced on the
+:class:`EventBus`, so a run killed at any moment resumes from the store: finished tasks are
+never run again, tasks caught running get a new attempt.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
+import anyio.abc
 import attrs
 
 from ..abc import Executor, Outcome
@@ -24,6 +26,7 @@ from ..exceptions import RunLocked
 from ..spec import TaskSpec, TriggerRule, WorkflowSpec
 from ..state import FINISHED_TASK_STATES, StateStore
 from ..state._history import announced_tasks, p95_durations
+from ..state._journal import Journal
 from ._graph import Graph
 from ._logpipe import LogPipes
 from ._rules import decide
@@ -65,6 +68,8 @@ class Engine:
     hook: HookRunner | None = None
     heartbeat: Callable[[], bool] | None = None
     heartbeat_every: float = 5.0
+    commit_delay: float = 0.005
+    """Longest a change waits for its group commit when no attempt start commits it sooner."""
     _graph: Graph = attrs.field(init=False)
     _tasks: dict[str, TaskSpec] = attrs.field(init=False)
     _order: list[str] = attrs.field(init=False)
@@ -77,66 +82,73 @@ class Engine:
     _outputs: dict[str, Mapping[str, Any]] = attrs.field(init=False, factory=dict)
     _next_try: dict[str, float] = attrs.field(init=False, factory=dict)
     _lost: bool = attrs.field(init=False, default=False)
-    _limiter: anyio.CapacityLimiter = attrs.field(init=False)
     _wake: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _started_at: float = attrs.field(init=False, default=0.0)
-    _announce: list[Event] | None = attrs.field(init=False, default=None)
+    _journal: Journal = attrs.field(init=False)
+    _announce: list[Event] = attrs.field(init=False, factory=list)
+    _dirty: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _ready: deque[str] = attrs.field(init=False, factory=deque)
+    _more: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _workers: int = attrs.field(init=False, default=0)
+    _idle: int = attrs.field(init=False, default=0)
+    _tg: anyio.abc.TaskGroup | None = attrs.field(init=False, default=None)
     _pipes: LogPipes | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._tasks = {t.name: t for t in self.spec.tasks}
         self._graph = Graph({t.name: tuple(t.depends_on) for t in self.spec.tasks})
         self._order = list(self._graph.topological_order())
-        self._limiter = anyio.CapacityLimiter(max(1, self.spec.concurrency))
+        self._journal = Journal(self.store, self.run_id)
         if self.resolver.secret_env:
             self._pipes = LogPipes(self.resolver.redactor.stream,
                                    root=self.resolver.home / "pipes", run_id=self.run_id)
 
     # -- committing and announcing -------------------------------------------------------
 
-    @contextmanager
-    def _changes(self) -> Iterator[None]:
-        """One transaction for the state changes made inside; their events are announced
-        once it committed. Nested uses join the outer one."""
-        if self._announce is not None:
-            yield
-            return
-        self._announce = []
-        try:
-            with self.store.tx():
-                yield
-            events = self._announce
-        finally:
-            self._announce = None
+    def _commit(self) -> None:
+        """Write every pending change in one transaction, then announce its events."""
+        self._journal.commit()
+        events, self._announce = self._announce, []
         for event in events:
             self.bus.publish(event)
+
+    def _changed(self) -> None:
+        if not self._dirty.is_set():
+            self._dirty.set()  # the group committer takes it within commit_delay
+
+    async def _group_commit(self) -> None:
+        """Commit what changed at most ``commit_delay`` after it changed (an attempt's start
+        commits at once, and takes everything pending with it)."""
+        while True:
+            await self._dirty.wait()
+            await anyio.sleep(self.commit_delay)
+            self._dirty = anyio.Event()
+            self._commit()
 
     def _emit(self, kind: str, task: str | None = None, **data: Any) -> None:
         self._record(kind, task, data)
 
-    def _record(self, kind: str, task: str | None, data: Mapping[str, Any]) -> None:
+    def _record(self, kind: str, task: str | None, data: dict[str, Any]) -> None:
         """Store an event; announce it once committed."""
-        with self._changes():
-            event = Event(kind=kind, run_id=self.run_id, workflow=self.spec.name,
-                          at=time.time(), task=task, data=self.resolver.redact(dict(data)))
-            self.store.add_event(self.run_id, kind, task=task, data=event.data, at=event.at)
-            assert self._announce is not None
-            self._announce.append(event)
+        event = Event(kind=kind, run_id=self.run_id, workflow=self.spec.name,
+                      at=time.time(), task=task, data=self.resolver.redact(data))
+        self._journal.add_event(kind, task, event.data, event.at)
+        self._announce.append(event)
+        self._changed()
 
     def _set(self, task: str, state: str, *, event: str | None = None, **data: Any) -> None:
         """Store a task state (and its event); announce it once committed."""
         outputs = data.pop("outputs", None)
         next_try_at = data.pop("next_try_at", None)
-        with self._changes():
-            self.store.set_task(self.run_id, task, state, outputs=outputs,
-                                next_try_at=next_try_at)
-            if event:
-                self._record(event, task, data)
-            self._note(task, state)
-            if outputs is not None:
-                self._outputs[task] = outputs
-            if next_try_at is not None:
-                self._next_try[task] = next_try_at
+        self._journal.set_task(task, state, outputs=outputs, next_try_at=next_try_at)
+        if event:
+            self._record(event, task, data)
+        self._note(task, state)
+        if outputs is not None:
+            self._outputs[task] = outputs
+        if next_try_at is not None:
+            self._next_try[task] = next_try_at
+        self._changed()
 
     def _note(self, task: str, state: str) -> None:
         """Track a state in memory: the unfinished count, and each dependent's count of
@@ -169,15 +181,17 @@ class Engine:
         record = self.store.get_run(self.run_id)
         resumed = record.started_at is not None
         self._started_at = record.started_at or time.time()
-        with self._changes():
-            self._load(record.tasks)
-            self.store.set_run_state(self.run_id, "running", started_at=self._started_at)
-            self._emit("run.resumed" if resumed else "run.started",
-                       params=dict(record.params), logical_date=record.logical_date)
+        self._load(record.tasks)
+        self._journal.set_run_state("running", started_at=self._started_at)
+        self._emit("run.resumed" if resumed else "run.started",
+                   params=dict(record.params), logical_date=record.logical_date)
+        self._commit()
         final = "failed"
         try:
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 tg.start_soon(self._watch_sla)
+                tg.start_soon(self._group_commit)
                 if self.heartbeat is not None:
                     tg.start_soon(self._beat, tg.cancel_scope)
                 await self._schedule(tg)
@@ -196,9 +210,10 @@ class Engine:
             if self._pipes is not None:
                 self._pipes.close()
             if not self._lost:
-                with anyio.CancelScope(shield=True), self._changes():
-                    self.store.set_run_state(self.run_id, final, finished_at=time.time())
+                with anyio.CancelScope(shield=True):
+                    self._journal.set_run_state(final, finished_at=time.time())
                     self._emit("run.finished", state=final)
+                    self._commit()
         return final
 
     def _load(self, tasks: Any) -> None:
@@ -212,13 +227,13 @@ class Engine:
             if state in ("running", "queued"):
                 # caught mid-attempt by a crash: that attempt is void, the task goes again
                 if t.attempts and t.attempts[-1].state == "running":
-                    self.store.finish_attempt(self.run_id, t.name, t.attempts[-1].number,
-                                              "interrupted", error="engine stopped mid-attempt")
+                    self._journal.finish_attempt(t.name, t.attempts[-1].number, "interrupted",
+                                                 error="engine stopped mid-attempt")
                 state = "pending"
-                self.store.set_task(self.run_id, t.name, state)
+                self._journal.set_task(t.name, state)
             if state == "cancelled":
                 state = "pending"
-                self.store.set_task(self.run_id, t.name, state)
+                self._journal.set_task(t.name, state)
             self._states[t.name] = state
             self._unfinished += state not in FINISHED_TASK_STATES
         for name in self._order:
@@ -226,21 +241,20 @@ class Engine:
                                         for d in self._graph.dependencies(name))
 
     async def _schedule(self, tg: anyio.abc.TaskGroup) -> None:
-        """Start tasks as their trigger rules allow. A task is looked at again only when one
+        """Queue tasks as their trigger rules allow. A task is looked at again only when one
         of its upstream tasks finishes, and a task whose rule needs every upstream task
         finished only once they all are."""
         position = {name: i for i, name in enumerate(self._order)}
         for name, state in self._states.items():
             if state == "up_for_retry":  # resumed mid-backoff: keep its retry schedule
-                tg.start_soon(self._drive_task, name)
+                tg.start_soon(self._retry_later, name)
         self._candidates = {n for n in self._order if self._decidable(n)}
         while True:
             while self._candidates:
                 batch, self._candidates = self._candidates, set()
-                with self._changes():  # one commit for everything one pass decides
-                    for name in sorted(batch, key=position.__getitem__):
-                        if self._decidable(name) and self._decide(name) == "run":
-                            tg.start_soon(self._drive_task, name)
+                for name in sorted(batch, key=position.__getitem__):
+                    if self._decidable(name) and self._decide(name) == "run":
+                        self._enqueue(name)
             if self._unfinished == 0:
                 return
             await self._wake.wait()
@@ -261,25 +275,49 @@ class Engine:
         return "failed" if any(s in bad for s in self._states.values()) else "succeeded"
 
     def _cancel_unfinished(self) -> None:
-        with self._changes():
-            for name, state in self._states.items():
-                if state not in FINISHED_TASK_STATES:
-                    self._set(name, "cancelled", event="task.cancelled")
+        for name, state in self._states.items():
+            if state not in FINISHED_TASK_STATES:
+                self._set(name, "cancelled", event="task.cancelled")
+
+    # -- workers: at most ``concurrency`` attempts at a time, in the order tasks queued ----
+
+    def _enqueue(self, name: str) -> None:
+        """Hand a task to an idle worker (a new one while fewer than ``concurrency`` run)."""
+        self._ready.append(name)
+        if self._idle:
+            self._more.set()
+            self._more = anyio.Event()
+        elif self._workers < max(1, self.spec.concurrency):
+            assert self._tg is not None
+            self._workers += 1
+            self._tg.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        while True:
+            while self._ready:
+                await self._drive_task(self._ready.popleft())
+            self._idle += 1
+            try:
+                await self._more.wait()
+            finally:
+                self._idle -= 1
+
+    async def _retry_later(self, name: str) -> None:
+        next_try = self._next_try.pop(name, None)
+        if next_try is not None:
+            await anyio.sleep(max(0.0, next_try - time.time()))
+        self._enqueue(name)
 
     # -- one task --------------------------------------------------------------------------
 
     async def _drive_task(self, name: str) -> None:
+        """One attempt of ``name``; its end and the task's new state are recorded together."""
         spec = self._tasks[name]
-        while True:
-            next_try = self._next_try.pop(name, None)
-            if next_try is not None:
-                await anyio.sleep(max(0.0, next_try - time.time()))
-            outcome, number = await self._attempt(spec)
-            with self._changes():  # the attempt's end and the task's new state commit together
-                self._finish_attempt(name, number, outcome)
-                retry = self._settle(spec, number, outcome)
-            if not retry:
-                return
+        outcome, number = await self._attempt(spec)
+        self._finish_attempt(name, number, outcome)
+        if self._settle(spec, number, outcome):
+            assert self._tg is not None
+            self._tg.start_soon(self._retry_later, name)
 
     def _settle(self, spec: TaskSpec, number: int, outcome: Outcome) -> bool:
         """Record where an attempt leaves its task; whether the task goes again."""
@@ -307,17 +345,10 @@ class Engine:
         return False
 
     async def _attempt(self, spec: TaskSpec) -> tuple[Outcome, int]:
-        """Run one attempt within the concurrency limit; the caller records how it ended."""
+        """Run one attempt; the caller records how it ended."""
         number = self._attempts.get(spec.name, 0) + 1
         self._attempts[spec.name] = number
-        try:
-            self._limiter.acquire_nowait()  # a free slot costs no trip through the event loop
-        except anyio.WouldBlock:
-            await self._limiter.acquire()
-        try:
-            outcome = await self._run_attempt(spec, number)
-        finally:
-            self._limiter.release()
+        outcome = await self._run_attempt(spec, number)
         error = self.resolver.redact(outcome.error)
         return (outcome if error == outcome.error else attrs.evolve(outcome, error=error)), number
 
@@ -326,28 +357,25 @@ class Engine:
             run = self.resolver.resolve(spec, number, self._outputs)
         except Exception as exc:  # a template with no value, a bad volume string
             now = time.time()
-            self.store.start_attempt(self.run_id, spec.name, number, None)
+            self._journal.start_attempt(spec.name, number, None)
             return Outcome(status="failed", error=str(exc), started_at=now, finished_at=now)
-        with self._changes():
-            self.store.start_attempt(self.run_id, spec.name, number,
-                                     str(run.log_path) if run.log_path else None)
-            self._emit("task.started", spec.name, attempt=number)
-            self._states[spec.name] = "running"
+        self._journal.start_attempt(spec.name, number,
+                                    str(run.log_path) if run.log_path else None)
+        self._emit("task.started", spec.name, attempt=number)
+        self._states[spec.name] = "running"
+        self._commit()  # the attempt is on disk before anything of it runs
         try:
             executor = self.executor_for(spec)
             if self._pipes is not None:
                 return await self._pipes.submit(executor, run)
             return await executor.submit(run)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                self.store.finish_attempt(self.run_id, spec.name, number, "cancelled",
-                                          error="cancelled")
+            self._journal.finish_attempt(spec.name, number, "cancelled", error="cancelled")
             raise
 
     def _finish_attempt(self, task: str, number: int, outcome: Outcome) -> None:
-        self.store.finish_attempt(self.run_id, task, number, outcome.status,
-                                  exit_code=outcome.exit_code, error=outcome.error,
-                                  finished_at=outcome.finished_at or None)
+        self._journal.finish_attempt(task, number, outcome.status, exit_code=outcome.exit_code,
+                                     error=outcome.error, finished_at=outcome.finished_at or None)
 
     def _fire(self, ref: str | None, event: str, task: str, attempt: int, outcome: Outcome) -> None:
         self._fire_hook(ref, event, task, attempt=attempt, status=outcome.status,
@@ -356,6 +384,7 @@ class Engine:
     def _fire_hook(self, ref: str | None, event: str, task: str, **data: Any) -> None:
         if ref is None or self.hook is None:
             return
+        self._commit()  # a hook sees the state it is about
         payload = {"event": event, "workflow": self.spec.name, "run_id": self.run_id,
                    "task": task, **data}
         self.hook(ref, event, self.resolver.redact(payload))
@@ -381,9 +410,8 @@ class Engine:
                            expected=round(elapsed + ahead, 3))
             for name in found.missed:
                 sla = self._tasks[name].sla
-                with self._changes():
-                    self.store.mark_sla_missed(self.run_id, name)
-                    self._emit("sla.missed", name, sla=sla, elapsed=elapsed)
+                self._journal.mark_sla_missed(name)
+                self._emit("sla.missed", name, sla=sla, elapsed=elapsed)
                 self._fire_hook(self._tasks[name].on_sla_miss, "sla_miss", name,
                                 sla=sla, elapsed=elapsed)
             if found.next_at is None:

@@ -152,10 +152,8 @@ class StateStore:
 
     def set_run_state(self, run_id: str, state: str, **times: float | None) -> None:
         """Set a run's state and any of ``started_at`` / ``finished_at``."""
-        cols = ", ".join(f"{k} = ?" for k in times if k in ("started_at", "finished_at"))
-        sql = "UPDATE runs SET state = ?" + (f", {cols}" if cols else "") + " WHERE run_id = ?"
         with self.tx() as db:
-            db.execute(sql, (state, *times.values(), run_id))
+            db.execute(*run_state_update(run_id, state, times))
 
     def resolve_run(self, ref: str) -> str:
         """A run id from a full id, a unique prefix, or ``last`` / ``last:WORKFLOW``."""
@@ -332,6 +330,15 @@ class StateStore:
     def vacuum(self) -> None:
         with self._lock:
             self._db.execute("VACUUM")
+
+
+def run_state_update(
+    run_id: str, state: str, times: Mapping[str, float | None]
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement that sets a run's state and any of ``started_at`` / ``finished_at``."""
+    times = {k: v for k, v in times.items() if k in ("started_at", "finished_at")}
+    cols = "".join(f", {k} = ?" for k in times)
+    return f"UPDATE runs SET state = ?{cols} WHERE run_id = ?", (state, *times.values(), run_id)
 
 
 class _Transaction:

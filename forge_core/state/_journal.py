@@ -1,0 +1,110 @@
+"""Group commit for one run: state changes collected in memory and written by
+:meth:`Journal.commit` in one transaction, a few statements for any number of them.
+
+A task's successive states in one batch become one row update, an attempt started and ended
+in one batch one row; events keep their order. Nothing is announced before it is committed:
+the engine publishes a batch's events only after :meth:`commit` returned.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._store import run_state_update
+
+if TYPE_CHECKING:
+    from ._store import StateStore
+
+__all__ = ["Journal"]
+
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+_TASKS = ("UPDATE tasks SET state = ?, next_try_at = ?, outputs = COALESCE(?, outputs)"
+          " WHERE run_id = ? AND name = ?")
+_ATTEMPTS = ("INSERT OR REPLACE INTO attempts (run_id, task, number, state, started_at,"
+             " finished_at, exit_code, error, log_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_FINISH = ("UPDATE attempts SET state = ?, finished_at = ?, exit_code = ?, error = ?"
+           " WHERE run_id = ? AND task = ? AND number = ?")
+_EVENTS = "INSERT INTO events (run_id, kind, at, task, data) VALUES (?, ?, ?, ?, ?)"
+
+
+class Journal:
+    """The pending changes of run ``run_id`` (a plain class: the engine calls it several
+    times per task)."""
+
+    def __init__(self, store: StateStore, run_id: str) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._tasks: dict[str, list[Any]] = {}
+        self._attempts: dict[tuple[str, int], list[Any]] = {}
+        self._open: dict[tuple[str, int], list[Any]] = {}
+        """Attempts started through this journal and not ended: their full rows."""
+        self._events: list[tuple[Any, ...]] = []
+        self._other: list[tuple[str, Sequence[Any]]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._tasks or self._attempts or self._events or self._other)
+
+    def set_task(
+        self, task: str, state: str, *, outputs: Mapping[str, Any] | None = None,
+        next_try_at: float | None = None,
+    ) -> None:
+        row = self._tasks.get(task)
+        encoded = None if outputs is None else _encode(dict(outputs))
+        if row is None:
+            self._tasks[task] = [state, next_try_at, encoded, self._run_id, task]
+        else:
+            row[0], row[1] = state, next_try_at
+            if encoded is not None:
+                row[2] = encoded
+
+    def start_attempt(self, task: str, number: int, log_path: str | None) -> None:
+        """Record a running attempt (and its task as running)."""
+        row = [self._run_id, task, number, "running", time.time(), None, None, "", log_path]
+        self._open[task, number] = self._attempts[task, number] = row
+        self.set_task(task, "running")
+
+    def finish_attempt(
+        self, task: str, number: int, state: str, *, exit_code: int | None = None,
+        error: str = "", finished_at: float | None = None,
+    ) -> None:
+        ended = finished_at or time.time()
+        row = self._open.pop((task, number), None)
+        if row is None:  # started before this engine: update the stored row
+            self._other.append((_FINISH, (state, ended, exit_code, error, self._run_id, task,
+                                          number)))
+            return
+        row[3], row[5], row[6], row[7] = state, ended, exit_code, error
+        self._attempts[task, number] = row
+
+    def add_event(self, kind: str, task: str | None, data: Mapping[str, Any], at: float) -> None:
+        self._events.append((self._run_id, kind, at, task, _encode(data)))
+
+    def set_run_state(self, state: str, **times: float | None) -> None:
+        """The run's state and any of ``started_at`` / ``finished_at``."""
+        self._other.append(run_state_update(self._run_id, state, times))
+
+    def mark_sla_missed(self, task: str) -> None:
+        self._other.append(("UPDATE tasks SET sla_missed = 1 WHERE run_id = ? AND name = ?",
+                            (self._run_id, task)))
+
+    def commit(self) -> None:
+        """Write everything pending in one transaction; on failure it stays pending."""
+        if not self:
+            return
+        with self._store.tx() as db:
+            if self._tasks:
+                db.executemany(_TASKS, self._tasks.values())
+            if self._attempts:
+                db.executemany(_ATTEMPTS, self._attempts.values())
+            if self._events:
+                db.executemany(_EVENTS, self._events)
+            for sql, args in self._other:
+                db.execute(sql, args)
+        self._tasks = {}
+        self._attempts = {}
+        self._events = []
+        self._other = []
