@@ -94,8 +94,14 @@ class Executor(abc.ABC):
 
     async def submit(self, run: TaskRun) -> Outcome:
         """Run ``run`` once a concurrency slot is free and return its outcome."""
-        async with self._limiter:
+        try:
+            self._limiter.acquire_nowait()  # a free slot costs no trip through the event loop
+        except anyio.WouldBlock:
+            await self._limiter.acquire()
+        try:
             return await self.execute(run)
+        finally:
+            self._limiter.release()
 
     @abc.abstractmethod
     async def execute(self, run: TaskRun) -> Outcome:

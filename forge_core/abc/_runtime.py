@@ -9,7 +9,6 @@ instead of silently ignoring it.
 from __future__ import annotations
 
 import abc
-import math
 import signal as _signal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -238,8 +237,10 @@ class Runtime(abc.ABC):
         """Start, wait (stopping it after ``timeout``), remove. Returns (status, timed_out)."""
         handle = await self.start(spec)
         try:
+            if timeout is None:
+                return await self.wait(handle), False
             status: ExitStatus | None = None
-            with anyio.move_on_after(math.inf if timeout is None else timeout):
+            with anyio.move_on_after(timeout):
                 status = await self.wait(handle)
             if status is not None:
                 return status, False

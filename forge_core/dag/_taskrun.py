@@ -60,6 +60,40 @@ class _TaskOutputs(Mapping[str, Any]):
         return len(self._outputs)
 
 
+class _LazyContext(Mapping[str, Any]):
+    """The template context, built only if a template asks for it."""
+
+    def __init__(self, resolver: TaskResolver, outputs: Mapping[str, Mapping[str, Any]]) -> None:
+        self._resolver = resolver
+        self._outputs = outputs
+        self._ctx: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._ctx is None:
+            self._ctx = self._resolver.context(self._outputs)
+        return self._ctx
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+_NO_LIMITS = Resources()
+
+
+def _resources(
+    memory: int | None, cpus: float | None, pids: int | None, cpu_time: float | None
+) -> Resources:
+    if memory is None and cpus is None and pids is None and cpu_time is None:
+        return _NO_LIMITS
+    return Resources(memory=memory, cpus=cpus, pids=pids, cpu_time=cpu_time)
+
+
 def load_callable(ref: str, base_dir: Path | None = None) -> Callable[..., Any]:
     """Import ``module:qualname`` or ``path/file.py:qualname`` (relative to ``base_dir``)."""
     target, _, qualname = ref.rpartition(":")
@@ -129,8 +163,9 @@ class TaskResolver:
     logical_date: str | None = None
     secret_env: Mapping[str, str] = attrs.field(factory=dict)
     redactor: Redacting = attrs.field(factory=NullRedactor)
-    _made_log_dir: bool = attrs.field(default=False, init=False)
+    _log_dir: str | None = attrs.field(default=None, init=False)
     _base_dir: Path | None = attrs.field(default=None, init=False)
+    _run_env: dict[str, str] | None = attrs.field(default=None, init=False)
 
     @property
     def base_dir(self) -> Path:
@@ -152,24 +187,39 @@ class TaskResolver:
     def resolve(
         self, task: TaskSpec, attempt: int, outputs: Mapping[str, Mapping[str, Any]]
     ) -> TaskRun:
-        ctx = self.context(outputs)
-        folder = self.home / "logs" / self.run_id
-        if not self._made_log_dir:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._made_log_dir = True
+        stem = f"{self._logs()}/{task.name}.{attempt}"
         common: dict[str, Any] = {
             "run_id": self.run_id, "task": task.name, "attempt": attempt,
             "timeout": task.timeout, "grace": task.grace,
-            "log_path": folder / f"{task.name}.{attempt}.log",
-            "output_path": folder / f"{task.name}.{attempt}.out",
+            "log_path": Path(f"{stem}.log"), "output_path": Path(f"{stem}.out"),
             "skip_exit_codes": () if task.skip_exit_code is None else (task.skip_exit_code,),
         }
         if task.python is not None or task.func is not None:
             func = task.func or load_callable(task.python or "", self.base_dir)
-            available = {**ctx["params"], **{d: dict(outputs.get(d, {})) for d in task.depends_on}}
+            available = {**self.params, **{d: dict(outputs.get(d, {})) for d in task.depends_on}}
             return TaskRun(**common, kind=task.kind or "python", python=task.python, func=func,
                            inputs=_accepted(func, available))
-        return TaskRun(**common, kind=task.kind or "command", container=self._container(task, ctx))
+        return TaskRun(**common, kind=task.kind or "command",
+                       container=self._container(task, _LazyContext(self, outputs)))
+
+    def _logs(self) -> str:
+        """The run's log folder, made on first use."""
+        if self._log_dir is None:
+            folder = self.home / "logs" / self.run_id
+            folder.mkdir(parents=True, exist_ok=True)
+            self._log_dir = str(folder)
+        return self._log_dir
+
+    def _tail_env(self) -> dict[str, str]:
+        """What every task's environment ends with: secrets, then ``FORGE_*`` of the run."""
+        if self._run_env is None:
+            self._run_env = {
+                **self.secret_env,
+                "FORGE_WORKFLOW": self.spec.name,
+                "FORGE_LOGICAL_DATE": self.logical_date or "",
+                **{f"FORGE_PARAM_{k.upper()}": str(v) for k, v in self.params.items()},
+            }
+        return self._run_env
 
     def _container(self, task: TaskSpec, ctx: Mapping[str, Any]) -> ContainerSpec:
         assert task.command is not None
@@ -181,20 +231,18 @@ class TaskResolver:
             env.update(values)
         else:
             argv = render_argv(task.command, ctx)
-        env.update(self.secret_env)
-        env.update({
-            "FORGE_WORKFLOW": self.spec.name,
-            "FORGE_LOGICAL_DATE": self.logical_date or "",
-            **{f"FORGE_PARAM_{k.upper()}": str(v) for k, v in self.params.items()},
-        })
-        workdir = Path(task.workdir) if task.workdir else self.base_dir
-        if not workdir.is_absolute():
-            workdir = self.base_dir / workdir
+        env.update(self._tail_env())
+        if task.workdir:
+            workdir = Path(task.workdir)
+            if not workdir.is_absolute():
+                workdir = self.base_dir / workdir
+        else:
+            workdir = self.base_dir
         r = task.resources
         return ContainerSpec(
             command=argv, name=f"{self.run_id}-{task.name}", image=task.image, env=env,
             workdir=str(workdir) if task.image is None else task.workdir,
-            resources=Resources(memory=r.memory, cpus=r.cpus, pids=r.pids, cpu_time=r.cpu_time),
+            resources=_resources(r.memory, r.cpus, r.pids, r.cpu_time),
             volumes=tuple(_volume(v) for v in task.volumes),
             ports=tuple(_port(p) for p in task.ports),
             network="private" if task.image else "host",

@@ -44,12 +44,16 @@ def _lookup(ctx: Context, path: str) -> str:
 
 def render_text(text: str, ctx: Context) -> str:
     """Replace every placeholder in ``text`` with its value."""
+    if "${{" not in text:
+        return text
     return PLACEHOLDER.sub(lambda m: _lookup(ctx, m.group(1)), text)
 
 
 def render_argv(command: str | tuple[str, ...], ctx: Context) -> tuple[str, ...]:
     """Split (if a string) first, then fill each argument: a value stays one argument."""
     if not isinstance(command, str):
+        if not any("${{" in part for part in command):
+            return tuple(command)
         return tuple(render_text(p, ctx) for p in command)
     # placeholders may hold spaces: protect them from the split, fill them afterwards
     found: list[str] = []

@@ -11,6 +11,7 @@ runtime (cgroups) when that matters.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 _WAITERS = anyio.CapacityLimiter(10_000)
 """Threads that wait for a child where no pidfd is available (non-Linux, old kernels)."""
+
+_ID_PREFIX = secrets.token_hex(3)
+_ids = itertools.count()
+"""Handle ids: a random prefix per process, then a counter (no random bytes per child)."""
 
 _SPAWNERS = 4
 """Worker threads of a runtime that fork children that need rlimits or another working
@@ -219,7 +224,7 @@ def _adopt(
     if watchdog is not None:
         watchdog = _watchdog.protect(pid)
     handle = Handle(
-        id=f"proc-{secrets.token_hex(6)}",
+        id=f"proc-{_ID_PREFIX}{next(_ids) & 0xFFFFFF:06x}",
         runtime="process",
         pid=pid,
         name=spec.name,
