@@ -110,6 +110,10 @@ def spawn_direct(
         (os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds() if fd not in (stdin, stdout, stderr)]
     actions += [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
                 (os.POSIX_SPAWN_DUP2, stderr, 2)]
+    if b"/" not in os.fsencode(argv[0]) and env.get(b"PATH") == os.environb.get(b"PATH"):
+        # the child looks it up in PATH, which is Forge's own
+        return os.posix_spawnp(argv[0], list(argv), env, file_actions=actions, setsid=True,
+                               setsigdef=_DEFAULT_SIGNALS)
     return os.posix_spawn(_executable(argv[0], env), list(argv), env, file_actions=actions,
                           setsid=True, setsigdef=_DEFAULT_SIGNALS)
 
