@@ -73,6 +73,15 @@ class TestFastRun:
         bad = forge("container", "run", "--userns=bogus", busybox_image, "true", home=forge_home)
         assert (bad.returncode, bad.stderr) == (2, "error: --userns must be private or host\n")
 
+    def test_timeout_stops_the_container(self, forge_home: Path, busybox_image: str) -> None:
+        """--timeout ends a command that outlives it with SIGTERM, saying so, and --rm leaves nothing."""
+        result = forge(
+            "container", "run", "--rm", "--timeout", "0.5", busybox_image, "sleep", "30", home=forge_home
+        )
+        assert result.returncode == 128 + 15
+        assert result.stderr == "error: timed out after 0.5s\n"
+        assert not list((forge_home / "containers").iterdir())
+
 
 class TestParsing:
     """parse_run reads argv as the Typer command would, or declines."""

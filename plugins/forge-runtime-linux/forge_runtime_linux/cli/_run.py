@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, NamedTuple
+from typing import Any
 
 __all__ = ["FLAGS", "Flag", "describe", "execute", "parse_env", "parse_size", "request"]
 
 
-class Flag(NamedTuple):
-    """One option of ``run``: its keyword, spellings, kind and default."""
+class Flag:
+    """One option of ``run``: its keyword, spellings, kind (``str``, ``float``, ``int``,
+    ``multi`` (repeatable), ``bool``, ``toggle`` (``--x/--no-x``)), default and help."""
 
-    dest: str
-    names: tuple[str, ...]
-    kind: str  # "str", "float", "int", "multi" (repeatable), "bool", "toggle" (--x/--no-x)
-    default: Any
-    help: str
+    __slots__ = ("default", "dest", "help", "kind", "names")
+
+    def __init__(self, dest: str, names: tuple[str, ...], kind: str, default: Any, help: str) -> None:
+        self.dest, self.names, self.kind, self.default, self.help = dest, names, kind, default, help
 
 
 FLAGS: tuple[Flag, ...] = (
@@ -209,6 +209,10 @@ def _execute(image: str, command: list[str], opts: dict[str, Any]) -> int:
 def _wait(engine: Any, plan: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     """Block until the container ends (its supervisor is our child); past ``timeout``, SIGTERM,
     then SIGKILL two seconds later."""
+    if timeout is None:
+        os.waitpid(plan["sup_pid"], 0)
+        engine.children.discard(plan["sup_pid"])
+        return engine.exit_info(engine.state(plan["id"])) or {}
     import select
 
     fd = os.pidfd_open(plan["sup_pid"])
