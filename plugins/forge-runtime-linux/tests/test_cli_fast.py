@@ -75,6 +75,7 @@ class TestFastRun:
 
     def test_timeout_stops_the_container(self, forge_home: Path, busybox_image: str) -> None:
         """--timeout ends a command that outlives it with SIGTERM, saying so, and --rm leaves nothing."""
+        (forge_home / "containers").mkdir(mode=0o711, exist_ok=True)
         before = set(os.listdir(forge_home / "containers"))
         result = forge(
             "container", "run", "--rm", "--timeout", "0.5", busybox_image, "sleep", "30", home=forge_home
