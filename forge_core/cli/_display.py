@@ -72,13 +72,14 @@ class LiveView:
     def __enter__(self) -> LiveView:
         from rich.live import Live
 
-        self._live = Live(self._render(), refresh_per_second=8, transient=False)
+        # drawn at each refresh (8 a second), not at each event: a 1,000-task table is
+        # built 8 times a second, not 3,000 times a run
+        self._live = Live(get_renderable=self._render, refresh_per_second=8, transient=False)
         self._live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._live.update(self._render())
-        self._live.__exit__(*exc)
+        self._live.__exit__(*exc)  # its last refresh draws the final states
 
     def __call__(self, event: Event) -> None:
         if event.task and event.kind in _STATE_OF:
@@ -88,8 +89,6 @@ class LiveView:
                 self._started.setdefault(event.task, event.at)
             elif _STATE_OF[event.kind] not in ("queued", "running", "up_for_retry"):
                 self._ended[event.task] = event.at
-        if self._live is not None:
-            self._live.update(self._render())
 
     def _render(self) -> Any:
         from rich.table import Table
