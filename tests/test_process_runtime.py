@@ -92,6 +92,34 @@ class TestProcessRuntime:
             os.close(fd)
         assert sorted(log.read_text().split()) == ["0", "1", "2"]
 
+    async def test_signals_python_ignores_are_default_in_the_child(
+        self, runtime: ProcessRuntime, tmp_path: Path
+    ) -> None:
+        """SIGPIPE and SIGXFSZ, which Python ignores, are not ignored by a child (as with Popen)."""
+        log = tmp_path / "log"
+        await runtime.run(ContainerSpec(command=["grep", "SigIgn", "/proc/self/status"],
+                                        log_path=log))
+        ignored = int(log.read_text().split()[1], 16)
+        assert not ignored & (1 << (signal.SIGPIPE - 1))
+        assert not ignored & (1 << (signal.SIGXFSZ - 1))
+
+    async def test_a_command_is_looked_up_in_the_path_of_its_own_environment(
+        self, runtime: ProcessRuntime, tmp_path: Path
+    ) -> None:
+        """A PATH in spec.env decides which program a bare command name runs."""
+        tool = tmp_path / "bin" / "forge-test-tool"
+        tool.parent.mkdir()
+        tool.write_text("#!/bin/sh\necho from-task-path\n")
+        tool.chmod(0o755)
+        log = tmp_path / "log"
+        path = f"{tool.parent}:{os.environ.get('PATH', '')}"
+        status, _ = await runtime.run(ContainerSpec(command=["forge-test-tool"],
+                                                    env={"PATH": path}, log_path=log))
+        assert status.ok
+        assert log.read_text() == "from-task-path\n"
+        with pytest.raises(NotFound, match="forge-test-tool"):
+            await runtime.run(ContainerSpec(command=["forge-test-tool"]))
+
     async def test_missing_workdir_is_not_found(self, runtime: ProcessRuntime) -> None:
         """A workdir that does not exist is reported as NotFound, naming it."""
         with pytest.raises(NotFound, match="/nonexistent-forge-dir"):
