@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -75,7 +76,7 @@ class BaseExecutor(Executor):
         runtime = runtime if runtime is not None else ProcessRuntime()
         super().__init__(concurrency=concurrency, runtime=runtime, queue=queue)
         self._runtime: Runtime = runtime
-        self._made_dirs: set[Path] = set()
+        self._made_dirs: set[str] = set()
 
     async def execute(self, run: TaskRun) -> Outcome:
         started = time.time()
@@ -105,9 +106,9 @@ class BaseExecutor(Executor):
 
     def _command_spec(self, run: TaskRun, container: ContainerSpec) -> ContainerSpec:
         if run.output_path is not None:
-            folder = Path(run.output_path).parent
+            folder = os.path.dirname(run.output_path)
             if folder not in self._made_dirs:  # one mkdir per run folder, not per task
-                folder.mkdir(parents=True, exist_ok=True)
+                Path(folder).mkdir(parents=True, exist_ok=True)
                 self._made_dirs.add(folder)
         return _with_forge_env(run, container)
 

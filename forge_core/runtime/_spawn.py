@@ -8,7 +8,6 @@ A child that needs no rlimits and runs in Forge's own working directory starts w
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import signal
@@ -124,9 +123,11 @@ def _inheritable_fds() -> list[int]:
     for name in os.listdir(_FD_DIR):
         fd = int(name)
         if fd > 2:
-            with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            try:
                 if os.get_inheritable(fd):
                     found.append(fd)
+            except OSError:  # the listing's own descriptor, closed by now
+                pass
     return found
 
 

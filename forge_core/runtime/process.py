@@ -56,6 +56,8 @@ class _Child:
     popen: subprocess.Popen[bytes] | None
     """Set when it started through ``Popen`` (which then reaps it)."""
     pidfd: int | None
+    waiting: bool = False
+    """A waiter is waiting for the exit (and reaps); others wait on ``exited``."""
     exited: anyio.Event | None = None
     status: ExitStatus | None = None
     stdio: tuple[FdSendStream, FdReceiveStream] | None = None
@@ -105,15 +107,19 @@ class ProcessRuntime(Runtime):
     async def wait(self, handle: Handle) -> ExitStatus:
         child = self._get(handle)
         while child.status is None:
-            if child.exited is None:  # the first waiter waits for the exit and reaps
-                child.exited = anyio.Event()
+            if not child.waiting:  # the first waiter waits for the exit and reaps
+                child.waiting = True
                 try:
                     await _wait_exited(child)
                     child.status = _reap(child)
                 finally:  # reaped, or cancelled: then another waiter takes over
-                    exited, child.exited = child.exited, None
-                    exited.set()
+                    child.waiting = False
+                    if child.exited is not None:
+                        exited, child.exited = child.exited, None
+                        exited.set()
             else:
+                if child.exited is None:
+                    child.exited = anyio.Event()
                 await child.exited.wait()
         return child.status
 
@@ -244,6 +250,8 @@ _DEVNULL_LOCK = threading.Lock()
 def _devnull() -> int:
     """One ``/dev/null`` descriptor for every child's stdin (not an open and close per child)."""
     global _DEVNULL
+    if _DEVNULL is not None:
+        return _DEVNULL
     with _DEVNULL_LOCK:
         if _DEVNULL is None:
             _DEVNULL = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)

@@ -208,24 +208,26 @@ class StateStore:
     # -- tasks and attempts ---------------------------------------------------------------
 
     def tasks(self, run_id: str) -> list[TaskRecord]:
+        with self._lock:  # plain tuples: a run of 10,000 tasks is read back in one go
+            attempt_rows = self._db.execute(
+                "SELECT task, number, state, started_at, finished_at, exit_code, error, log_path"
+                " FROM attempts WHERE run_id = ? ORDER BY task, number", (run_id,)).fetchall()
+            task_rows = self._db.execute(
+                "SELECT name, state, outputs, next_try_at, sla_missed FROM tasks"
+                " WHERE run_id = ? ORDER BY position", (run_id,)).fetchall()
         attempts: dict[str, list[AttemptRecord]] = {}
-        for a in self.query(
-            "SELECT * FROM attempts WHERE run_id = ? ORDER BY task, number", (run_id,)
-        ):
-            attempts.setdefault(a["task"], []).append(AttemptRecord(
-                run_id=run_id, task=a["task"], number=a["number"], state=a["state"],
-                started_at=a["started_at"], finished_at=a["finished_at"],
-                exit_code=a["exit_code"], error=a["error"], log_path=a["log_path"],
+        for task, number, state, started, finished, code, error, log_path in attempt_rows:
+            attempts.setdefault(task, []).append(AttemptRecord(
+                run_id=run_id, task=task, number=number, state=state, started_at=started,
+                finished_at=finished, exit_code=code, error=error, log_path=log_path,
             ))
         return [
             TaskRecord(
-                run_id=run_id, name=t["name"], state=t["state"],
-                attempts=tuple(attempts.get(t["name"], ())), outputs=json.loads(t["outputs"]),
-                next_try_at=t["next_try_at"], sla_missed=bool(t["sla_missed"]),
+                run_id=run_id, name=name, state=state, attempts=tuple(attempts.get(name, ())),
+                outputs={} if outputs == "{}" else json.loads(outputs), next_try_at=next_try,
+                sla_missed=bool(missed),
             )
-            for t in self.query(
-                "SELECT * FROM tasks WHERE run_id = ? ORDER BY position", (run_id,)
-            )
+            for name, state, outputs, next_try, missed in task_rows
         ]
 
     def set_task(
