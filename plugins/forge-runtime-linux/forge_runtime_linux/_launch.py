@@ -41,6 +41,11 @@ def check_request(engine: Engine, req: dict[str, Any]) -> None:
     """Refusals that need no image: what the runtime cannot do here, said before anything is made."""
     if any(p[3] not in ("tcp", "udp") for p in req["ports"]):
         raise Unsupported("only tcp and udp ports can be published")
+    if req["ports"] and req["network"] != "private":
+        raise Unsupported(
+            f"ports are published into a private network; with network {req['network']!r} "
+            "there is nothing to publish into (use --network private, the default)"
+        )
     if engine.rootless and not engine.userns:
         raise Unsupported(
             "userns=False (--userns host) needs root: rootless containers always run in a user namespace"

@@ -209,6 +209,16 @@ class TestLimits:
 class TestNetwork:
     """Private network namespaces with loopback, published ports and DNS files."""
 
+    @pytest.mark.parametrize("network", ["host", "none"])
+    async def test_ports_outside_a_private_network_are_refused(
+        self, runtime: LinuxRuntime, network: str
+    ) -> None:
+        """Publishing a port with host or no networking is refused instead of silently doing nothing."""
+        spec = ContainerSpec(command=("true",), image="busybox:test", network=network,  # type: ignore[arg-type]
+                             ports=(PortMapping(host_port=18080, container_port=80),))
+        with pytest.raises(Unsupported, match="private network"):
+            await runtime.start(spec)
+
     async def test_published_port_answers_from_the_host(self, runtime: LinuxRuntime, tmp_path: Path) -> None:
         """A server on the container's loopback is reached through -p from the host."""
         with socket.socket() as probe:
