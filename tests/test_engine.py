@@ -366,6 +366,26 @@ class TestDurability:
                 await resume_run(spec, run_id, store=store, home=tmp_path / "home")
         assert result["record"].state == "succeeded"
 
+    async def test_a_cancelled_run_leaves_no_log_file_of_a_task_that_never_started(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """Logs made ahead for the tasks in line are removed when those tasks never start."""
+        started = tmp_path / "started"
+        spec = workflow(TaskSpec(name="t0", command=py(
+                            f"import time; open({str(started)!r}, 'w').close(); time.sleep(30)"),
+                            grace=0.5),
+                        *(TaskSpec(name=f"t{i}", command=("true",)) for i in range(1, 5)),
+                        concurrency=1)
+        with anyio.move_on_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run, spec, store, tmp_path)
+                while not started.exists():
+                    await anyio.sleep(0.02)
+                tg.cancel_scope.cancel()
+        run_id = store.list_runs()[0].run_id
+        assert os.listdir(tmp_path / "home" / "logs" / run_id) == ["t0.1.log"]
+        assert states(store.get_run(run_id))["t1"] == "cancelled"
+
     async def test_cancelling_a_run_stops_tasks_and_records_them_cancelled(
         self, store: StateStore, tmp_path: Path
     ) -> None:

@@ -191,7 +191,7 @@ class TaskResolver:
         common: dict[str, Any] = {
             "run_id": self.run_id, "task": task.name, "attempt": attempt,
             "timeout": task.timeout, "grace": task.grace,
-            "log_path": Path(f"{stem}.log"), "output_path": Path(f"{stem}.out"),
+            "log_path": Path(self.log_path(task.name, attempt)), "output_path": Path(f"{stem}.out"),
             "skip_exit_codes": () if task.skip_exit_code is None else (task.skip_exit_code,),
         }
         if task.python is not None or task.func is not None:
@@ -201,6 +201,10 @@ class TaskResolver:
                            inputs=_accepted(func, available))
         return TaskRun(**common, kind=task.kind or "command",
                        container=self._container(task, _LazyContext(self, outputs)))
+
+    def log_path(self, task: str, attempt: int) -> str:
+        """Where attempt ``attempt`` of ``task`` logs."""
+        return f"{self._logs()}/{task}.{attempt}.log"
 
     def _logs(self) -> str:
         """The run's log folder, made on first use."""
