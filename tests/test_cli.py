@@ -124,6 +124,30 @@ class TestRun:
         logs = forge("logs", "last", "load", cwd=example, env=env)
         assert logs.stdout.startswith("loaded ")
 
+    def test_sla_at_risk_is_told_by_a_foreground_run(self, tmp_path: Path, env: dict[str, str]) -> None:
+        """History says extract takes 100 s, so `forge run` warns that load (SLA 60 s) is at risk."""
+        from forge_core.state import StateStore
+
+        from .test_engine_sla import record_history
+
+        write(tmp_path / "forge.yml", """
+            workflows:
+              etl:
+                tasks:
+                  - {name: extract, command: "true"}
+                  - {name: load, command: "true", depends_on: [extract], sla: 60}
+                  - {name: report, command: "true", depends_on: [load]}
+        """)
+        home = Path(env["FORGE_HOME"])
+        home.mkdir()
+        record_history(StateStore(home / "state.db"), {"extract": 100.0, "load": 5.0, "report": 1.0})
+        result = forge("run", "etl", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        warned = [ln for ln in result.stderr.splitlines() if " sla.at_risk " in ln]
+        assert len(warned) == 1, result.stderr
+        assert " load " in warned[0]
+        assert "sla=60s" in warned[0]
+
 
 class TestBadInput:
     @pytest.mark.parametrize(

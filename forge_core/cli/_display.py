@@ -40,6 +40,10 @@ def _line(event: Event) -> str:
         detail += f" state={data['state']}"
     if "duration" in data:
         detail += f" duration={float(data['duration']):.2f}s"
+    if "sla" in data:
+        detail += f" sla={data['sla']}s elapsed={data.get('elapsed')}s"
+        if "expected" in data:
+            detail += f" expected_end={data['expected']}s"
     if event.kind == "hook.failed":
         detail += f" hook={data.get('hook')!r} detail={data.get('detail')!r}"
     who = f" {event.task}" if event.task else ""
