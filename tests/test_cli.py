@@ -146,7 +146,7 @@ class TestRun:
         warned = [ln for ln in result.stderr.splitlines() if " sla.at_risk " in ln]
         assert len(warned) == 1, result.stderr
         assert " load " in warned[0]
-        assert "sla=60s" in warned[0]
+        assert "sla=60" in warned[0]
 
 
 class TestBadInput:
