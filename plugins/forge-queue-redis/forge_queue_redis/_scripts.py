@@ -12,6 +12,9 @@ wake-up). Time is Redis's own clock (``TIME``).
 
 from __future__ import annotations
 
+NAMES = ("PUT", "RESERVE", "ACK", "NACK", "EXTEND", "CHECKPOINT", "CANCEL", "REQUEUE", "LIST",
+         "STATS", "RATE_LIMIT", "WAITREG", "SETTLE")
+
 COMMON = r"""
 local P = KEYS[1]
 local function now() local t = redis.call('TIME'); return tonumber(t[1]) + tonumber(t[2]) / 1e6 end
@@ -99,6 +102,8 @@ for i = 0, n - 1 do
   local key, tags = ARGV[b + 8], ARGV[b + 9]
   local existing = false
   if key ~= '' then existing = redis.call('HGET', P..'keys', key) end
+  -- a put retried after a lost reply carries the same id: it is already stored
+  if not existing and redis.call('EXISTS', P..'i:'..id) == 1 then existing = id end
   if existing then
     out[#out + 1] = existing
   else

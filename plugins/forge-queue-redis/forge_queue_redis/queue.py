@@ -27,6 +27,7 @@ from forge_core.exceptions import BackendUnavailable, ForgeError, LeaseLost, Not
 from forge_core.queue import backoff, dumps, new_id
 
 from . import _scripts
+from ._pipe import Pipe
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
@@ -68,15 +69,23 @@ class RedisQueue(Queue):
             socket_connect_timeout=self._config.socket_timeout,
             health_check_interval=10,
         )
-        self._scripts = {name: self._redis.register_script(getattr(_scripts, name))
-                         for name in ("PUT", "RESERVE", "ACK", "NACK", "EXTEND", "CHECKPOINT",
-                                      "CANCEL", "REQUEUE", "LIST", "STATS", "RATE_LIMIT",
-                                      "WAITREG", "SETTLE")}
+        pool = self._redis.connection_pool
+        bodies = {name: getattr(_scripts, name) for name in _scripts.NAMES}
+        self._pipe = None
+        if pool.connection_class in (aioredis.Connection, aioredis.UnixDomainSocketConnection):
+            self._pipe = Pipe(pool.connection_kwargs, bodies, self._prefix,
+                              self._config.socket_timeout)
+        self._scripts = {name: self._redis.register_script(body) for name, body in bodies.items()}
 
     def __repr__(self) -> str:
         return f"RedisQueue({self.url!r})"
 
     async def _script(self, name: str, *args: Any) -> Any:
+        """Run one Lua script: over the pipelined connection (plain TCP or Unix socket), or
+        through redis-py (TLS)."""
+        if self._pipe is not None:
+            pipe = self._pipe
+            return await self._call(lambda: pipe.script(name, args))
         script = self._scripts[name]
         return await self._call(lambda: script(keys=[self._prefix], args=list(args)))
 
@@ -103,6 +112,8 @@ class RedisQueue(Queue):
             await anyio.sleep(backoff(attempt, base=0.02, cap=0.5, jitter=0.5))
 
     async def aclose(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()
         try:
             await self._redis.aclose()
         except rexc.RedisError as exc:
