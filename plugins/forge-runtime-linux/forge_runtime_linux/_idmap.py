@@ -72,9 +72,10 @@ def write_maps(pid: int, base: int) -> None:
         return
     lines = rootless_ranges()
     if len(lines) > 1:
-        gid_lines = [(0, os.getegid(), 1), *lines[1:]]
         sub_gid = _subordinate("/etc/subgid", _user_name(os.geteuid()), os.geteuid())
-        gid_lines = gid_lines[:1] + ([(1, sub_gid[0], min(sub_gid[1], RANGE - 1))] if sub_gid else [])
+        gid_lines = [(0, os.getegid(), 1)]
+        if sub_gid:
+            gid_lines.append((1, sub_gid[0], min(sub_gid[1], RANGE - 1)))
         import subprocess
 
         for tool, table in (("newuidmap", lines), ("newgidmap", gid_lines)):

@@ -94,19 +94,40 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def user() -> pwd.struct_passwd:
-    if not shutil.which("useradd"):
-        pytest.skip("needs useradd (passwd package)")
+RANGED_USER = "forge-rootless-ranged"
+RANGED_BASE = 2_000_000  # its /etc/subuid and /etc/subgid range, clear of root's (1,000,000)
+
+
+def _ensure_user(name: str) -> pwd.struct_passwd:
     try:
-        return pwd.getpwnam(USER)
+        return pwd.getpwnam(name)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
             check=True,
             capture_output=True,
         )
-        return pwd.getpwnam(USER)
+        return pwd.getpwnam(name)
+
+
+def _ensure_subordinate_range(name: str) -> None:
+    for table in (Path("/etc/subuid"), Path("/etc/subgid")):
+        text = table.read_text() if table.exists() else ""
+        if not any(line.split(":")[0] == name for line in text.splitlines()):
+            table.write_text(f"{text}{name}:{RANGED_BASE}:65536\n")
+
+
+@pytest.fixture(scope="module", params=[USER, RANGED_USER])
+def user(request: pytest.FixtureRequest) -> pwd.struct_passwd:
+    """A normal user with no subordinate ids (a one-id map), and one with an /etc/subuid range
+    (mapped through newuidmap/newgidmap)."""
+    if not shutil.which("useradd"):
+        pytest.skip("needs useradd (passwd package)")
+    if request.param == RANGED_USER:
+        if not (shutil.which("newuidmap") and shutil.which("newgidmap")):
+            pytest.skip("needs newuidmap/newgidmap (uidmap package)")
+        _ensure_subordinate_range(RANGED_USER)
+    return _ensure_user(request.param)
 
 
 @pytest.fixture
@@ -150,14 +171,16 @@ class TestRootless:
     def test_normal_user_runs_a_container_as_its_own_root(
         self, user: pwd.struct_passwd, user_home: Path
     ) -> None:
-        """Rootless, container root is the user itself (a one-id map), it owns the image's files,
+        """Rootless, container root is the user itself (and ids 1.. its subordinate range when it
+        has one, through newuidmap), it owns the image's files,
         limits are refused naming why, and a published tcp port answers from the host."""
         out = scenario(user, user_home)
         assert out["euid"] == user.pw_uid
         assert out["available"] == "yes"
         code, text = out["inside"]
         assert code == 0
-        assert text.split() == ["0", str(user.pw_uid), "1", "0", "wrote-etc"]
+        ranged = ["1", str(RANGED_BASE), "65535"] if user.pw_name == RANGED_USER else []
+        assert text.split() == ["0", str(user.pw_uid), "1", *ranged, "0", "wrote-etc"]
         assert out["memory"].startswith("Unsupported: cannot enforce memory rootless")
         assert out["host_ids"].startswith("Unsupported: userns=False (--userns host) needs root")
         assert out["tcp"] == "hello\n"
