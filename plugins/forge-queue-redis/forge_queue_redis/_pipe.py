@@ -131,8 +131,7 @@ class Pipe:
     async def script(self, name: str, args: Sequence[Any]) -> Any:
         """Run script ``name`` with ``args`` (``KEYS[1]`` is the prefix); loads it once if the
         server does not know it (after a restart). Raises the error reply or ``OSError``."""
-        packed = b"*%d\r\n%s%s" % (len(args) + 4, self._heads[name],
-                                    b"".join(_arg(a) for a in args))
+        packed = self.packed(name, args)
         reply = await self.send(packed)
         if isinstance(reply, rexc.NoScriptError):
             loaded = await self.send(command(b"SCRIPT", b"LOAD", self._bodies[name]))
@@ -143,18 +142,33 @@ class Pipe:
             raise reply
         return reply
 
+    def sibling(self) -> Pipe:
+        """Another connection to the same server, for calls that block."""
+        return Pipe(self._kwargs, {}, "", self._timeout)
+
+    def packed(self, name: str, args: Sequence[Any]) -> bytes:
+        """The ``EVALSHA`` of script ``name`` with ``args``, encoded."""
+        return b"*%d\r\n%s%s" % (len(args) + 4, self._heads[name],
+                                  b"".join(_arg(a) for a in args))
+
     async def send(self, packed: bytes) -> Any:
         """Write one pre-encoded command and await its reply (error replies are returned)."""
+        return (await self.send_all(packed, 1))[0]
+
+    async def send_all(self, packed: bytes, count: int) -> list[Any]:
+        """Write ``count`` pre-encoded commands in one go and await every reply. Redis runs
+        them back to back; a blocking one holds back those after it."""
         proto = self._proto
         if proto is None or proto.lost is not None or self._loop is not asyncio.get_running_loop():
             proto = await self._connect()
         assert proto.transport is not None
-        fut: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
+        assert self._loop is not None
+        futs = [self._loop.create_future() for _ in range(count)]
         proto.transport.write(packed)
-        proto.waiting.append(fut)
+        proto.waiting.extend(futs)
         try:
             async with asyncio.timeout(self._timeout):
-                return await fut
+                return [await fut for fut in futs]
         except TimeoutError:
             proto.transport.abort()  # a reply that never came: start over on a new connection
             raise

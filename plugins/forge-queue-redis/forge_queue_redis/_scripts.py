@@ -13,7 +13,7 @@ wake-up). Time is Redis's own clock (``TIME``).
 from __future__ import annotations
 
 NAMES = ("PUT", "RESERVE", "ACK", "NACK", "EXTEND", "CHECKPOINT", "CANCEL", "REQUEUE", "LIST",
-         "STATS", "RATE_LIMIT", "WAITREG", "SETTLE")
+         "STATS", "RATE_LIMIT", "WAITREG", "SETTLE", "WAITB")
 
 COMMON = r"""
 local P = KEYS[1]
@@ -375,5 +375,19 @@ RATE_LIMIT = COMMON + r"""
 local key = P..'rl:'..ARGV[1]
 if ARGV[2] == '' then redis.call('DEL', key); return 1 end
 redis.call('HSET', key, 'rate', ARGV[2], 'burst', ARGV[3], 'tokens', ARGV[3], 'updated', f(now()))
+return 1
+"""
+
+WAITB = r"""
+-- a waiter's registration, sent in one write with its BLPOP on P f:<id> and HGETALL: an item
+-- already finished (or unknown) pushes its own wake-up so the BLPOP returns at once
+local P, id = KEYS[1], ARGV[1]
+local state = redis.call('HGET', P..'i:'..id, 'state')
+if not state or state == 'done' or state == 'dead' or state == 'cancelled' then
+  redis.call('RPUSH', P..'f:'..id, '1')
+  redis.call('EXPIRE', P..'f:'..id, 60)
+else
+  redis.call('SET', P..'w:'..id, '1', 'EX', ARGV[2])
+end
 return 1
 """

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, ClassVar, NoReturn, cast
 
 import anyio
@@ -27,12 +28,14 @@ from forge_core.exceptions import BackendUnavailable, ForgeError, LeaseLost, Not
 from forge_core.queue import backoff, dumps, new_id
 
 from . import _scripts
-from ._pipe import Pipe
+from ._pipe import Pipe, command
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
 
 __all__ = ["RedisConfig", "RedisQueue"]
+
+_FINISHED = ("done", "dead", "cancelled")
 
 
 @attrs.frozen(kw_only=True)
@@ -76,6 +79,8 @@ class RedisQueue(Queue):
             self._pipe = Pipe(pool.connection_kwargs, bodies, self._prefix,
                               self._config.socket_timeout)
         self._scripts = {name: self._redis.register_script(body) for name, body in bodies.items()}
+        self._idle: builtins.list[Pipe] = []
+        """Connections for blocking calls (BLPOP and what follows it), one per caller."""
 
     def __repr__(self) -> str:
         return f"RedisQueue({self.url!r})"
@@ -111,9 +116,25 @@ class RedisQueue(Queue):
             log.info("redis at %s unreachable (%s); reconnecting", self.url, error)
             await anyio.sleep(backoff(attempt, base=0.02, cap=0.5, jitter=0.5))
 
+    async def _blocking(self, packed: bytes, count: int) -> builtins.list[Any]:
+        """Send ``count`` commands, one of them blocking, on a connection of their own; raise
+        the first error reply."""
+        assert self._pipe is not None
+        pipe = self._idle.pop() if self._idle else self._pipe.sibling()
+        replies = None
+        try:
+            replies = await pipe.send_all(packed, count)
+        finally:
+            (self._idle.append if replies is not None else _close)(pipe)
+        for reply in replies:
+            if isinstance(reply, rexc.RedisError) and not isinstance(reply, rexc.NoScriptError):
+                raise reply
+        return replies
+
     async def aclose(self) -> None:
-        if self._pipe is not None:
-            self._pipe.close()
+        for pipe in [self._pipe, *self._idle]:
+            _close(pipe)
+        self._idle.clear()
         try:
             await self._redis.aclose()
         except rexc.RedisError as exc:
@@ -192,6 +213,54 @@ class RedisQueue(Queue):
     async def requeue(self, item_id: str) -> None:
         await self._script("REQUEUE", item_id)
 
+    async def reserve_wait(self, consumer: str, lease: float, *, timeout: float,
+                           kinds: Sequence[str] | None = None, tags: Sequence[str] = (),
+                           exclude_kinds: Sequence[str] = (),
+                           recheck: float = 1.0) -> Lease | None:
+        """Like the base loop, but each wake-up BLPOP travels with the RESERVE that follows
+        it, so Redis reserves the moment work arrives, with no round trip in between."""
+        pipe = self._pipe
+        if pipe is None or (kinds is not None and not kinds):
+            return await super().reserve_wait(consumer, lease, timeout=timeout, kinds=kinds,
+                                              tags=tags, exclude_kinds=exclude_kinds,
+                                              recheck=recheck)
+        deadline = time.monotonic() + timeout
+        got = await self.reserve(consumer, lease, kinds=kinds, tags=tags,
+                                 exclude_kinds=exclude_kinds)
+        reserve = pipe.packed("RESERVE", _take_args(consumer, lease, kinds, tags, exclude_kinds))
+        keys = ([f"{self._prefix}wake"] if kinds is None
+                else [f"{self._prefix}wake:{k}" for k in kinds])
+        while got is None and (left := deadline - time.monotonic()) > 0:
+            blpop = command(b"BLPOP", *keys, repr(self._block_for(min(left, recheck))))
+            _, raw = await self._call(partial(self._blocking, blpop + reserve, 2))
+            if isinstance(raw, rexc.NoScriptError):  # Redis restarted: load it and retry
+                raw = await self._script("RESERVE", *_take_args(consumer, lease, kinds, tags,
+                                                                exclude_kinds))
+            got = _to_lease(raw, consumer)
+        return got
+
+    async def wait(self, item_id: str, *, timeout: float | None = None) -> QueueItem:
+        """Like the base loop, but registering, blocking and reading the item travel in one
+        write, so the item comes back the moment it finishes, with no round trip after."""
+        pipe = self._pipe
+        if pipe is None:
+            return await super().wait(item_id, timeout=timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        read = command(b"HGETALL", f"{self._prefix}i:{item_id}")
+        while True:
+            left = 3600.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return await self.get(item_id)
+            block = self._block_for(min(left, 1.0))
+            batch = (command(b"EVAL", _scripts.WAITB, 1, self._prefix, item_id, int(block) + 60)
+                     + command(b"BLPOP", f"{self._prefix}f:{item_id}", repr(block)) + read)
+            raw = (await self._call(partial(self._blocking, batch, 3)))[2]
+            if not raw:
+                raise NotFound(f"no queue item {item_id}")
+            item = _to_item(raw)
+            if item.state in _FINISHED:
+                return item
+
     def _block_for(self, timeout: float) -> float:
         """A BLPOP timeout: at least 1 ms (0 would block forever), below the socket timeout."""
         return max(0.001, min(timeout, self._config.socket_timeout - 1.0))
@@ -206,7 +275,7 @@ class RedisQueue(Queue):
     async def wait_for_finish(self, item_id: str, timeout: float) -> None:
         block = self._block_for(timeout)
         state = _text(await self._script("WAITREG", item_id, int(block) + 60))
-        if state not in ("done", "dead", "cancelled"):
+        if state not in _FINISHED:
             key = f"{self._prefix}f:{item_id}"
             await self._call(lambda: self._redis.blpop([key], timeout=block))
 
@@ -224,6 +293,11 @@ class RedisQueue(Queue):
         removes the limit. Shared by every client of this Redis."""
         await self._script("RATE_LIMIT", kind, "" if per_second is None else repr(per_second),
                            max(1, burst))
+
+
+def _close(pipe: Pipe | None) -> None:
+    if pipe is not None:
+        pipe.close()
 
 
 def _raise_mapped(message: str) -> NoReturn:

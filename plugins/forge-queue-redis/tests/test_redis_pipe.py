@@ -73,3 +73,35 @@ class TestPipe:
         """A script's error reply arrives as the Forge error it names."""
         with pytest.raises(NotFound):
             await queue.cancel("no-such-item")
+
+    async def test_a_waiting_consumer_reserves_after_the_server_forgot_its_script(
+            self, queue: RedisQueue, redis_server: RedisServer) -> None:
+        """A reserve that follows a wake-up still succeeds when the scripts were flushed."""
+        async with anyio.create_task_group() as tg:
+            got: list[str] = []
+
+            async def consume() -> None:
+                lease = await queue.reserve_wait("c", 30.0, timeout=10.0)
+                assert lease is not None
+                got.append(lease.item.id)
+
+            tg.start_soon(consume)
+            await anyio.sleep(0.2)
+            redis.Redis.from_url(redis_server.url).script_flush()
+            item_id = await queue.put(NewItem(kind="k"))
+        assert got == [item_id]
+
+    async def test_waiting_on_an_unknown_item_raises_not_found(self, queue: RedisQueue) -> None:
+        """wait() on an id the queue never held says so instead of blocking."""
+        with pytest.raises(NotFound):
+            await queue.wait("no-such-item", timeout=30.0)
+
+    async def test_wait_returns_an_item_finished_before_the_wait_began(
+            self, queue: RedisQueue) -> None:
+        """An item acked before wait() is called comes back done with its result."""
+        item_id = await queue.put(NewItem(kind="k"))
+        lease = await queue.reserve("c", 30.0)
+        assert lease is not None
+        await queue.ack(lease, {"ok": 1})
+        item = await queue.wait(item_id, timeout=30.0)
+        assert (item.state, item.result) == ("done", {"ok": 1})
