@@ -43,11 +43,14 @@ local function make_ready(id, kind, prio, run_at, t, tags)
   end
 end
 local function push_tokens(key, n)
+  -- at most 32 tokens, and no write once a list is full; a new list gets an expiry (an
+  -- expired list only held tokens nobody was blocked on)
+  local have = redis.call('LLEN', key)
+  if have >= 32 then return end
   local ones = {}
-  for i = 1, math.min(n, 32) do ones[i] = '1' end
+  for i = 1, math.min(n, 32 - have) do ones[i] = '1' end
   redis.call('LPUSH', key, unpack(ones))
-  redis.call('LTRIM', key, 0, 31)
-  redis.call('EXPIRE', key, 300)
+  if have == 0 then redis.call('EXPIRE', key, 300) end
 end
 local function wake()
   local total = 0
