@@ -112,10 +112,11 @@ class _Protocol(asyncio.Protocol):
             fut = self.waiting.popleft()
             if not fut.done():
                 fut.set_exception(ConnectionResetError(f"redis connection lost: {self.lost}"))
+                fut.exception()  # a caller that gave up on it must not make asyncio log it
 
 
 class Pipe:
-    """Scripts by name over one lazily (re)connected TCP or Unix connection."""
+    """Scripts by name over one lazily (re)connected TCP connection."""
 
     def __init__(self, kwargs: Mapping[str, Any], scripts: Mapping[str, str], prefix: str,
                  timeout: float) -> None:
@@ -183,11 +184,8 @@ class Pipe:
                 return self._proto
             kw = self._kwargs
             async with asyncio.timeout(self._timeout):
-                if "path" in kw:
-                    _, proto = await loop.create_unix_connection(_Protocol, kw["path"])
-                else:
-                    _, proto = await loop.create_connection(_Protocol, kw.get("host", "localhost"),
-                                                            kw.get("port", 6379))
+                _, proto = await loop.create_connection(_Protocol, kw.get("host", "localhost"),
+                                                        kw.get("port", 6379))
             self._proto = proto
             hello = []
             if kw.get("password"):

@@ -75,7 +75,7 @@ class RedisQueue(Queue):
         pool = self._redis.connection_pool
         bodies = {name: getattr(_scripts, name) for name in _scripts.NAMES}
         self._pipe = None
-        if pool.connection_class in (aioredis.Connection, aioredis.UnixDomainSocketConnection):
+        if pool.connection_class is aioredis.Connection:
             self._pipe = Pipe(pool.connection_kwargs, bodies, self._prefix,
                               self._config.socket_timeout)
         self._scripts = {name: self._redis.register_script(body) for name, body in bodies.items()}
@@ -86,8 +86,8 @@ class RedisQueue(Queue):
         return f"RedisQueue({self.url!r})"
 
     async def _script(self, name: str, *args: Any) -> Any:
-        """Run one Lua script: over the pipelined connection (plain TCP or Unix socket), or
-        through redis-py (TLS)."""
+        """Run one Lua script: over the pipelined connection (plain TCP), or through
+        redis-py (TLS, Unix sockets)."""
         if self._pipe is not None:
             pipe = self._pipe
             return await self._call(lambda: pipe.script(name, args))

