@@ -42,6 +42,8 @@ class ConfigProblem:
         self.field = field
 
     def __str__(self) -> str:
+        if self.file is None and self.line is None:  # not from a file: a flag or an option
+            return f"{self.field}: {self.message}" if self.field else self.message
         where = self.file or "<config>"
         if self.line is not None:
             where = f"{where}:{self.line}"

@@ -470,10 +470,10 @@ class TestStructureOptions:
         with pytest.raises(ConfigError) as info:
             structure_options(_PluginConfig, {"retrys": 1, "timeout": "x"}, "queue.redis")
         got = [str(p) for p in info.value.problems]
-        assert "<config>: queue.redis.url: required field 'url' is missing" in got
-        assert ("<config>: queue.redis.retrys: unknown field 'retrys'; did you mean 'retries'?"
+        assert "queue.redis.url: required field 'url' is missing" in got
+        assert ("queue.redis.retrys: unknown field 'retrys'; did you mean 'retries'?"
                 in got)
-        assert any(g.startswith("<config>: queue.redis.timeout: expected a duration") for g in got)
+        assert any(g.startswith("queue.redis.timeout: expected a duration") for g in got)
 
 
 class TestUnits:

@@ -4,7 +4,6 @@ file under ``$FORGE_HOME``) and the scheduling/picture commands of ``forge workf
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -74,32 +73,20 @@ def daemon_main(
 
 def _foreground(config: Path | None, host: str | None, port: int | None, token: str | None,
                 grace: float) -> None:
-    import anyio
-
-    from ..daemon import Daemon, DaemonOptions
-
+    """Check the config here (errors are the CLI's one-liners), then become the lean daemon
+    process (``python -m forge_core.daemon``) under the same PID, for systemd and signals."""
     target, _ = load_target(config)
-    settings = target.project.settings
-    home, store = open_home(target.project)
-    options = DaemonOptions(host=host or settings.daemon_host, port=port or settings.daemon_port,
-                            token=token or settings.daemon_token, grace=grace)
-    daemon = Daemon(project=target.project, home=home, store=store, options=options)
-    handler = logging.StreamHandler()
-    handler.addFilter(daemon.redactor.logging_filter())
-    logging.basicConfig(level=logging.INFO, handlers=[handler],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    pid_file = home / "daemon.pid"
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(f"{os.getpid()} {options.host}:{options.port}\n")
-    try:
-        logging.getLogger("forge.daemon").info(
-            "serving %d workflows on http://%s:%d", len(target.project.workflows), options.host,
-            options.port)
-        anyio.run(daemon.serve)
-    finally:
-        if pid_file.read_text().split()[0] == str(os.getpid()):
-            pid_file.unlink(missing_ok=True)
-        store.close()
+    argv = [sys.executable, "-m", "forge_core.daemon", "--config", str(target.path.resolve()),
+            "--grace", str(grace)]
+    for flag, value in (("--host", host), ("--port", port)):
+        if value is not None:
+            argv += [flag, str(value)]
+    env = dict(os.environ)
+    if token:
+        env["FORGE_DAEMON_TOKEN"] = token
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)  # noqa: S606 -- our own interpreter, no shell
 
 
 @daemon_app.command("start")
