@@ -1,7 +1,7 @@
 """One pipelined connection that runs the queue's Lua scripts with the least Python per call.
 
 Every script call is one pre-encoded ``EVALSHA`` written straight to the socket; replies are
-parsed (RESP2) as they arrive and handed to the callers in order, so concurrent calls from
+parsed by hiredis as they arrive and handed to the callers in order, so concurrent calls from
 one process share the connection and Redis's per-iteration fsync without waiting for each
 other. It skips redis-py's pool checkout and command packing, which cost more than the round
 trip itself. Errors surface as redis-py's ``RedisError`` family or ``OSError``, which the
@@ -16,52 +16,28 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import hiredis
 from redis import exceptions as rexc
 
 __all__ = ["Pipe"]
 
 
-class _Incomplete(Exception):
-    """The buffer ends inside a reply; wait for more bytes."""
+def _reader() -> hiredis.Reader:
+    """hiredis parses replies (RESP2) in C; an error reply comes back as a value, not raised,
+    so one in a batch cannot desynchronise the replies after it."""
+    return hiredis.Reader(protocolError=rexc.InvalidResponse, replyError=rexc.ResponseError)
 
 
-def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
-    """One RESP2 reply from ``buf[pos:]`` and where the next one starts. An error reply is
-    returned (not raised) as a ``ResponseError`` so a nested one cannot desynchronise."""
-    end = buf.find(b"\r\n", pos)
-    if end < 0:
-        raise _Incomplete
-    kind, line = buf[pos], bytes(buf[pos + 1:end])
-    pos = end + 2
-    if kind == 0x24:  # $ bulk string
-        n = int(line)
-        if n < 0:
-            return None, pos
-        if len(buf) < pos + n + 2:
-            raise _Incomplete
-        return bytes(buf[pos:pos + n]), pos + n + 2
-    if kind == 0x3A:  # : integer
-        return int(line), pos
-    if kind == 0x2A:  # * array
-        n = int(line)
-        if n < 0:
-            return None, pos
-        out = []
-        for _ in range(n):
-            value, pos = _parse(buf, pos)
-            out.append(value)
-        return out, pos
-    if kind == 0x2B:  # + status
-        return line, pos
-    return _error(line.decode(errors="replace")), pos
-
-
-def _error(message: str) -> rexc.RedisError:
-    if message.startswith("LOADING"):
-        return rexc.BusyLoadingError(message)
-    if message.startswith("NOSCRIPT"):
-        return rexc.NoScriptError(message)
-    return rexc.ResponseError(message)
+def _classify(reply: Any) -> Any:
+    """The redis-py error class the queue tells apart (loading after a restart, a script the
+    server forgot); any other reply as it is."""
+    if isinstance(reply, rexc.ResponseError):
+        message = str(reply)
+        if message.startswith("LOADING"):
+            return rexc.BusyLoadingError(message)
+        if message.startswith("NOSCRIPT"):
+            return rexc.NoScriptError(message)
+    return reply
 
 
 def _bulk(value: bytes) -> bytes:
@@ -87,24 +63,21 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.lost: BaseException | None = None
-        self._buf = bytearray()
+        self._reader = _reader()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self._buf += data
-        pos = 0
-        try:
-            while self.waiting:
-                value, pos = _parse(self._buf, pos)
-                fut = self.waiting.popleft()
-                if not fut.done():
-                    fut.set_result(value)
-        except _Incomplete:
-            pass
-        del self._buf[:pos]
+        self._reader.feed(data)
+        while self.waiting:
+            value = self._reader.gets()
+            if value is False:  # the rest of a reply is still on its way
+                return
+            fut = self.waiting.popleft()
+            if not fut.done():
+                fut.set_result(_classify(value))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost = exc or ConnectionResetError("redis closed the connection")
