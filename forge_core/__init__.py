@@ -30,7 +30,7 @@ _LAZY = {
     "TaskSpec": "forge_core.spec",
     "WorkflowSpec": "forge_core.spec",
     "StateStore": "forge_core.state",
-    "forge_home": "forge_core.state",
+    "forge_home": "forge_core.home",
     "Workflow": "forge_core.flow",
     "load_any": "forge_core.config",
     "run_workflow": "forge_core.runner",
@@ -41,9 +41,10 @@ if TYPE_CHECKING:
     from .config import load_any
     from .events import EventBus
     from .flow import Workflow
+    from .home import forge_home
     from .runner import resume_run, run_workflow
     from .spec import ProjectSpec, TaskSpec, WorkflowSpec
-    from .state import StateStore, forge_home
+    from .state import StateStore
 
 
 def __getattr__(name: str) -> Any:

@@ -134,12 +134,10 @@ def load_target(config: Path | None, target: str | None = None) -> tuple[Target,
 
 def open_home(project: Any = None) -> tuple[Path, Any]:
     """Forge's data directory (settings, ``$FORGE_HOME``, XDG) and its state store."""
-    from ..state import StateStore, forge_home
+    from ..state import forge_home, open_store
 
-    home = forge_home()
-    if project is not None and project.settings.home:
-        home = Path(project.settings.home).expanduser()
-    return home, StateStore(home / "state.db")
+    home = forge_home(project.settings.home if project is not None else None)
+    return home, open_store(home)
 
 
 def callback_debug(value: bool) -> None:

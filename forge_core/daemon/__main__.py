@@ -19,13 +19,13 @@ def serve(config: Path, host: str | None, port: int | None, token: str | None,
     import anyio
 
     from ..config import load_any
-    from ..state import StateStore, forge_home
+    from ..state import forge_home, open_store
     from . import Daemon, DaemonOptions
 
     project = load_any(config)
     settings = project.settings
-    home = Path(settings.home).expanduser() if settings.home else forge_home()
-    store = StateStore(home / "state.db")
+    home = forge_home(settings.home)
+    store = open_store(home)
     options = DaemonOptions(host=host or settings.daemon_host, port=port or settings.daemon_port,
                             token=token or settings.daemon_token, grace=grace)
     daemon = Daemon(project=project, home=home, store=store, options=options)

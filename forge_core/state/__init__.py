@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ..home import forge_home
 from ._records import (
     FINISHED_RUN_STATES,
     FINISHED_TASK_STATES,
@@ -30,15 +30,6 @@ __all__ = [
     "forge_home",
     "open_store",
 ]
-
-
-def forge_home() -> Path:
-    """``$FORGE_HOME``, else ``$XDG_DATA_HOME/forge``, else ``~/.local/share/forge``."""
-    explicit = os.environ.get("FORGE_HOME")
-    if explicit:
-        return Path(explicit).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "forge"
 
 
 def open_store(home: Path | None = None) -> StateStore:

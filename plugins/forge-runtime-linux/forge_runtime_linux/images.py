@@ -27,8 +27,8 @@ import attrs
 
 from forge_core.abc import Image, ImageStore, StoreUsage
 from forge_core.exceptions import ConfigError, NotFound
+from forge_core.home import forge_home
 
-from ._home import forge_home
 from ._refs import digest_of, meta, parse_ref, read_refs
 from ._tarsafe import Budget, LayerWriter, Limits
 

@@ -20,10 +20,10 @@ import attrs
 
 from forge_core.abc import Availability, ContainerSpec, ExitStatus, Handle, Image, ImageStore, Runtime, Stats
 from forge_core.exceptions import Unsupported
+from forge_core.home import forge_home
 
 from . import _cgroups, _launch
 from ._engine import Engine
-from ._home import forge_home
 
 __all__ = ["LinuxRuntime", "request"]
 

@@ -179,9 +179,10 @@ def execute(image: str, command: list[str], opts: dict[str, Any]) -> int:
 
 
 def _execute(image: str, command: list[str], opts: dict[str, Any]) -> int:
+    from forge_core.home import forge_home
+
     from .. import _launch, _refs
     from .._engine import Engine
-    from .._home import forge_home
 
     req = request(image, command, opts)
     home = forge_home()
