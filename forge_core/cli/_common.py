@@ -18,6 +18,7 @@ import attrs
 import typer
 
 from ..exceptions import ConfigError, ForgeError, NotFound, PluginError, RunLocked
+from ..plain import plain
 
 __all__ = [
     "DEBUG",
@@ -74,22 +75,7 @@ def guard() -> Iterator[None]:
 
 def emit_json(value: Any) -> None:
     """Print ``value`` (attrs records welcome) as JSON."""
-    typer.echo(json.dumps(_plain(value), indent=2, default=str))
-
-
-def _plain(value: Any) -> Any:
-    if attrs.has(type(value)):
-        return {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()
-                if not callable(v)}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    typer.echo(json.dumps(plain(value), indent=2, default=str))
 
 
 @attrs.frozen

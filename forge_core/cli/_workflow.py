@@ -3,7 +3,6 @@ what they did."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -284,16 +283,9 @@ def _print_log(store: Any, chosen: Any, follow: bool) -> None:
         if chosen.error:
             typer.echo(f"(no output) {chosen.error}")
         return
-    with path.open("rb") as fh:
-        while True:
-            chunk = fh.read(65536)
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-                continue
-            if not follow or _attempt_done(store, chosen):
-                return
-            time.sleep(0.2)
+    from ..tail import follow as follow_file
+
+    follow_file(path, (lambda: _attempt_done(store, chosen)) if follow else None)
 
 
 def _attempt_done(store: Any, chosen: Any) -> bool:

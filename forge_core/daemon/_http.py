@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import attrs
 
 from ..exceptions import BackendUnavailable, NotFound
 from ..metrics import CONTENT_TYPE
+from ..plain import plain
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -36,18 +36,7 @@ _OPEN_PATHS = ("/healthz", "/readyz")
 def _json(daemon: Daemon, value: Any, status: int = 200) -> Response:
     from starlette.responses import JSONResponse
 
-    return JSONResponse(daemon.redactor.redact_obj(_plain(value)), status_code=status)
-
-
-def _plain(value: Any) -> Any:
-    if attrs.has(type(value)):
-        return {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()
-                if not callable(v)}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+    return JSONResponse(daemon.redactor.redact_obj(plain(value)), status_code=status)
 
 
 def build_app(daemon: Daemon) -> Starlette:
@@ -88,8 +77,8 @@ def build_app(daemon: Daemon) -> Starlette:
     async def run(request: Request) -> Response:
         with _not_found(daemon) as answer:
             record = daemon.store.get_run(daemon.store.resolve_run(request.path_params["run_id"]))
-            return _json(daemon, {**_plain(record),
-                                  "events": _plain(daemon.store.events(record.run_id))})
+            return _json(daemon, {**plain(record),
+                                  "events": plain(daemon.store.events(record.run_id))})
         return answer[0]
 
     async def logs(request: Request) -> Response:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import inspect as _inspect
 import signal as _signal
-import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,16 +116,9 @@ def logs(ref: str, follow: bool = typer.Option(False, "-f", "--follow")) -> None
         from forge_core.exceptions import Unsupported
 
         raise Unsupported("this container ran in the foreground; its output went to the terminal")
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(65536)
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-                continue
-            if not follow or not rt.is_running(rt.state(data["id"])):
-                return
-            time.sleep(0.1)
+    from forge_core.tail import follow as follow_file
+
+    follow_file(path, (lambda: not rt.is_running(rt.state(data["id"]))) if follow else None, 0.1)
 
 
 @app.command()
