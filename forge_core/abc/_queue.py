@@ -193,6 +193,11 @@ class Queue(abc.ABC):
     async def stats(self) -> QueueStats:
         """Depth by state and by priority, and the oldest waiting age."""
 
+    @abc.abstractmethod
+    async def set_rate_limit(self, kind: str, per_second: float | None, burst: int = 1) -> None:
+        """Deliver at most ``per_second`` items of ``kind`` (bursts of ``burst``), shared by
+        every client of the queue; ``None`` removes the limit."""
+
     async def dead_letters(self, limit: int = 100) -> builtins.list[QueueItem]:
         """Items that spent their deliveries."""
         return await self.list(state="dead", limit=limit)

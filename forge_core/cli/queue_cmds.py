@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
@@ -152,11 +152,7 @@ def task_list(state: str = typer.Option(None, "--state", help="pending, reserved
         fail(f"unknown state {state!r}; use pending, reserved, done, dead or cancelled")
     wanted = cast(ItemState | None, state)
     items = _with_queue(queue, lambda q: q.list(state=wanted, kind=kind, limit=limit))
-    if as_json:
-        emit_json(items)
-        return
-    for item in items:
-        typer.echo(_row(item))
+    _print_items(items, as_json)
 
 
 @task_app.command("show")
@@ -178,6 +174,14 @@ def task_requeue(item_id: str, queue: str = QueueOpt) -> None:
     """Make a dead or cancelled task pending again with a fresh delivery budget."""
     _with_queue(queue, lambda q: q.requeue(item_id))
     typer.echo(f"requeued {item_id}")
+
+
+def _print_items(items: Sequence[QueueItem], as_json: bool) -> None:
+    if as_json:
+        emit_json(items)
+        return
+    for item in items:
+        typer.echo(_row(item))
 
 
 def _print_stats(queue: str | None, as_json: bool) -> None:
@@ -209,24 +213,14 @@ def queue_dead_letters(limit: int = typer.Option(100, "--limit"), queue: str = Q
                        as_json: bool = JsonOpt) -> None:
     """Tasks that spent their deliveries (requeue one with: forge task requeue ID)."""
     items: list[QueueItem] = list(_with_queue(queue, lambda q: q.dead_letters(limit)))
-    if as_json:
-        emit_json(items)
-        return
-    for item in items:
-        typer.echo(_row(item))
+    _print_items(items, as_json)
 
 
 @queue_app.command("rate-limit")
 def queue_rate_limit(kind: str, per_second: float = typer.Argument(..., help="0 removes it."),
                      burst: int = typer.Option(1, "--burst", min=1), queue: str = QueueOpt) -> None:
     """Deliver at most PER_SECOND tasks of KIND, shared by every agent of this queue."""
-    async def work(q: Queue) -> None:
-        setter = getattr(q, "set_rate_limit", None)
-        if setter is None:
-            raise ConfigError(f"{q!r} has no rate limits")
-        await setter(kind, per_second or None, burst)
-
-    _with_queue(queue, work)
+    _with_queue(queue, lambda q: q.set_rate_limit(kind, per_second or None, burst))
     typer.echo(f"{kind}: {'no limit' if not per_second else f'{per_second}/s, burst {burst}'}")
 
 

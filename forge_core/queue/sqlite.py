@@ -49,10 +49,10 @@ class SQLiteConfig:
 class SQLiteQueue(Queue):
     """A :class:`~forge_core.abc.Queue` in one sqlite file (see the module docstring).
 
-    Beyond the interface: :meth:`set_rate_limit` (a token bucket per kind, shared by every
-    process). Waiting for work or for a result watches ``PRAGMA data_version``, which moves
-    when any other connection commits, so waiters wake within milliseconds of a put or ack
-    from any process without taking the write lock.
+    Rate limits are a token bucket per kind, shared by every process. Waiting for work or
+    for a result watches ``PRAGMA data_version``, which moves when any other connection
+    commits, so waiters wake within milliseconds of a put or ack from any process without
+    taking the write lock.
     """
 
     name: ClassVar[str] = "sqlite"

@@ -1,8 +1,7 @@
 """``QueueConformance``: the behaviour every :class:`~forge_core.abc.Queue` backend must show.
 
 Subclass it in a backend's tests and override the ``queue`` fixture to yield a fresh, empty
-queue; every test then runs against that backend. The optional rate-limit extension
-(``set_rate_limit``) is tested when the backend has it.
+queue; every test then runs against that backend.
 """
 
 from __future__ import annotations
@@ -293,11 +292,8 @@ class QueueConformance:
         assert stats.oldest_pending_age is not None
         assert 0 <= stats.oldest_pending_age < 60
 
-    # -- extensions both shipped backends have ---------------------------------------------------
     async def test_rate_limit_holds_back_only_its_kind(self, queue: Queue) -> None:
         """A per-kind rate limit delivers its burst, then holds that kind while others flow."""
-        if not hasattr(queue, "set_rate_limit"):
-            pytest.skip("backend has no rate limits")
         await queue.set_rate_limit("slow", 0.001, burst=2)
         await queue.put_many([NewItem(kind="slow", priority=1) for _ in range(4)])
         await queue.put_many([NewItem(kind="fast", priority=5) for _ in range(3)])

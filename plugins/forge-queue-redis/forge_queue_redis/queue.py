@@ -53,8 +53,7 @@ class RedisConfig:
 class RedisQueue(Queue):
     """A :class:`~forge_core.abc.Queue` in Redis (see the module docstring).
 
-    Beyond the interface, like the sqlite queue: :meth:`set_rate_limit`. Idle consumers
-    block in ``BLPOP`` on a wake list that every put pushes to, and :meth:`wait` blocks on a
+    Idle consumers block in ``BLPOP`` on a wake list that every put pushes to, and :meth:`wait` blocks on a
     list the finishing transition pushes to, so neither polls.
     """
 
