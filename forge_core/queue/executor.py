@@ -19,9 +19,6 @@ from ..exceptions import ConfigError
 
 __all__ = ["QueueExecutor", "payload_for"]
 
-AGENT_COMMAND = ("python", "-m", "forge_core.agents.command_agent")
-
-
 def payload_for(run: TaskRun) -> dict[str, Any]:
     """The JSON payload the command agent understands for ``run``."""
     payload: dict[str, Any] = {
