@@ -176,6 +176,9 @@ def execute(image: str, command: list[str], opts: dict[str, Any]) -> int:
     except OSError as exc:
         sys.stderr.write(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}\n")
         return 1
+    except Exception as exc:  # a container may already have run: never let the CLI run it again
+        sys.stderr.write(f"error: internal error: {type(exc).__name__}: {exc}\n")
+        return 1
 
 
 def _execute(image: str, command: list[str], opts: dict[str, Any]) -> int:
