@@ -45,7 +45,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on forge_core."""
     _install_forge(session)
-    session.install("mypy>=1.10", "types-PyYAML", "types-psutil", "redis")
+    session.install("mypy>=1.10", "types-PyYAML", "types-psutil", "redis", "pytest>=8")
     session.run("mypy")
 
 
