@@ -8,9 +8,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from forge_core.abc import NewItem, Queue
+from forge_core.exceptions import BackendUnavailable
 from forge_core.queue.sqlite import SQLiteQueue
 from forge_core.testing.queue import QueueConformance
 
@@ -79,3 +81,86 @@ class TestSQLiteQueueAcrossProcesses:
         assert (await again.get(first)).result == "r"
         assert (await again.get(second)).state == "pending"
         await again.aclose()
+
+
+class TestSQLiteQueueGroupCommit:
+    """Concurrent puts share transactions, and every caller still gets its own answer."""
+
+    @staticmethod
+    def commits(queue: SQLiteQueue) -> list[str]:
+        """Every COMMIT the queue's write connection sends from now on (sqlite's own trace)."""
+        seen: list[str] = []
+        queue._connect().set_trace_callback(
+            lambda sql: seen.append(sql) if sql.strip().upper() == "COMMIT" else None)
+        return seen
+
+    async def test_concurrent_puts_share_commits(self, tmp_path: Path) -> None:
+        """Fifty puts started together take two commits (the first caller's and everyone who
+        arrived while it wrote), and each caller gets the id of its own item."""
+        q = SQLiteQueue(path=tmp_path / "queue.db")
+        seen = self.commits(q)
+        ids: dict[int, str] = {}
+
+        async def put(i: int) -> None:
+            ids[i] = await q.put(NewItem(kind="k", payload=i, key=f"key-{i % 40}"))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(put, i)
+        assert len(seen) == 2
+        assert len(set(ids.values())) == 40  # the idempotency key holds inside one batch
+        for i in range(40):
+            assert (await q.get(ids[i])).payload == i
+        for i in range(40, 50):
+            assert ids[i] == ids[i - 40]
+        await q.aclose()
+
+    async def test_a_failed_write_fails_every_caller_of_its_batch(self, tmp_path: Path) -> None:
+        """When sqlite refuses the write (the connection set query-only), every concurrent
+        caller gets BackendUnavailable, nothing is stored, and the next puts work again."""
+        q = SQLiteQueue(path=tmp_path / "queue.db")
+        conn = q._connect()
+        conn.execute("PRAGMA query_only=1")
+        errors: list[BaseException] = []
+
+        async def put(i: int) -> None:
+            try:
+                await q.put(NewItem(kind="k", payload=i))
+            except BackendUnavailable as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(put, i)
+        assert len(errors) == 10
+        assert "readonly" in str(errors[0])
+        conn.execute("PRAGMA query_only=0")
+        assert (await q.stats()).by_state.get("pending", 0) == 0
+        await q.put(NewItem(kind="k", payload="after"))
+        assert (await q.stats()).by_state.get("pending", 0) == 1
+        await q.aclose()
+
+    async def test_a_cancelled_caller_does_not_strand_the_others(self, tmp_path: Path) -> None:
+        """A caller cancelled while it waits for the write in progress leaves its item out,
+        and the callers behind it are still written."""
+        q = SQLiteQueue(path=tmp_path / "queue.db")
+        done: list[int] = []
+
+        async def put(i: int) -> None:
+            await q.put(NewItem(kind="k", payload=i))
+            done.append(i)
+
+        async def cancelled_put() -> None:
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await q.put(NewItem(kind="k", payload="cancelled"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(put, 0)
+            tg.start_soon(cancelled_put)
+            for i in range(1, 5):
+                tg.start_soon(put, i)
+        assert sorted(done) == [0, 1, 2, 3, 4]
+        payloads = {item.payload for item in await q.list()}
+        assert payloads == {0, 1, 2, 3, 4}
+        await q.aclose()

@@ -2,13 +2,15 @@
 no server.
 
 Each transition is one ``BEGIN IMMEDIATE`` transaction on a WAL database, so concurrent
-processes serialise on the write lock and never hand out one item twice. Blocking sqlite
+processes serialise on the write lock and never hand out one item twice; puts that arrive
+while one is being written share the next transaction (one fsync for all). Blocking sqlite
 calls run in worker threads, off the event loop.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
 import logging
 import sqlite3
 import threading
@@ -23,6 +25,7 @@ import attrs
 
 from ..abc import ItemState, Lease, NewItem, Queue, QueueItem, QueueStats
 from ..exceptions import BackendUnavailable, ForgeError, LeaseLost, NotFound
+from ._combine import PutCombiner
 from ._common import dumps, forge_home, new_id
 from ._sqlite_schema import COLUMNS, SCHEMA, to_item
 
@@ -65,6 +68,7 @@ class SQLiteQueue(Queue):
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._watch: sqlite3.Connection | None = None
+        self._puts = PutCombiner(functools.partial(self._call, _put_many), anyio.to_thread.run_sync)
 
     def __repr__(self) -> str:
         return f"SQLiteQueue({str(self.path)!r})"
@@ -138,7 +142,7 @@ class SQLiteQueue(Queue):
 
     async def put_many(self, items: Sequence[NewItem]) -> list[str]:
         rows = [_new_row(item) for item in items]  # JSON errors surface before any write
-        return await self._run(_put_many, rows)
+        return await self._puts.put(rows)
 
     async def reserve(self, consumer: str, lease: float, *, kinds: Sequence[str] | None = None,
                       tags: Sequence[str] = (), exclude_kinds: Sequence[str] = ()) -> Lease | None:
