@@ -1,8 +1,10 @@
 """Queue speed beside RQ, arq, Celery and dramatiq on one local redis-server, plus sqlite alone.
 
-For each system: enqueue N no-op tasks one call at a time (tasks/s; Forge also with
-``put_many``), process N with one worker and with two (tasks/s: time from starting the
-workers to the last task done, less the same workers' start-up time on an empty queue), and
+For each system: enqueue N no-op tasks three ways (tasks/s): one call at a time, the system's
+bulk API where it has one (Forge ``put_many``, RQ ``enqueue_many``, Celery and dramatiq
+``group``), and 32 concurrent callers in one process; process N with one worker and with
+two (tasks/s: time from starting the workers to the last task done, less the same workers'
+start-up time on an empty queue), and
 the round trip of one task, enqueue to result (median ms of 200). Peers run a no-op Python
 function in their own worker; Forge runs a long-lived agent process speaking the JSON-lines
 contract of docs/agents.md under ``forge agent start``. Every system gets the same
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from _enqueue import CALLERS, FORMS, enqueue_forge, enqueue_peer, peer_sender
 from forge_queue_redis import RedisConfig, RedisQueue
 from forge_queue_redis.server import RedisServer
 
@@ -158,77 +161,19 @@ def wait_done(done: Path, procs: list[subprocess.Popen[bytes]], limit: float = 6
     return float(done.read_text())
 
 
-# -- enqueueing, per system ------------------------------------------------------------------------
-def peer_client(system: str, url: str) -> Any:
-    if system == "rq":
-        import peer_rq  # type: ignore[import-not-found]
-        from rq import Queue as RQueue
-        q = RQueue("default", connection=redis.Redis.from_url(url))
-        return lambda x: q.enqueue(peer_rq.noop, x)
-    if system == "celery":
-        import peer_celery  # type: ignore[import-not-found]
-        return peer_celery.noop.delay
-    if system == "dramatiq":
-        import peer_dramatiq  # type: ignore[import-not-found]
-        return peer_dramatiq.noop.send
-    raise ValueError(system)
-
-
-def enqueue_peer(system: str, url: str, n: int, sentinel: bool = True) -> float:
-    """Seconds to enqueue ``n`` tasks one call at a time (then the sentinel, untimed)."""
-    if system == "arq":
-        return asyncio.run(_enqueue_arq(url, n, sentinel))
-    send = peer_client(system, url)
-    start = time.perf_counter()
-    for i in range(n):
-        send(i)
-    took = time.perf_counter() - start
-    if sentinel:
-        send("sentinel")
-    return took
-
-
-async def _enqueue_arq(url: str, n: int, sentinel: bool) -> float:
-    from arq import create_pool
-    from arq.connections import RedisSettings
-
-    pool = await create_pool(RedisSettings.from_dsn(url))
-    start = time.perf_counter()
-    for i in range(n):
-        await pool.enqueue_job("noop", i)
-    took = time.perf_counter() - start
-    if sentinel:
-        await pool.enqueue_job("noop", "sentinel")
-    await pool.aclose()
-    return took
-
-
+# -- enqueueing, per system (the three ways live in _enqueue.py) ---------------------------------
 def forge_queue(system: str, url: str) -> Queue:
     if system == "forge-redis":
         return RedisQueue(RedisConfig(url=url))
     return SQLiteQueue(path=url.removeprefix("sqlite:///"))
 
 
-async def _enqueue_forge(system: str, url: str, n: int, batch: bool, sentinel: bool) -> float:
-    queue = forge_queue(system, url)
-    items = [NewItem(kind="noop", payload=i) for i in range(n)]
-    start = time.perf_counter()
-    if batch:
-        await queue.put_many(items)
-    else:
-        for item in items:
-            await queue.put(item)
-    took = time.perf_counter() - start
-    if sentinel:
-        await queue.put(NewItem(kind="noop", payload="sentinel", priority=5))
-    await queue.aclose()
-    return took
-
-
-def enqueue(system: str, url: str, n: int, *, batch: bool = False, sentinel: bool = True) -> float:
+def enqueue(system: str, url: str, n: int, form: str = "one", sentinel: bool = True) -> float | None:
+    """Seconds to enqueue ``n`` tasks the ``form`` way (see _enqueue.FORMS), ``None`` when the
+    system has no such way; then the sentinel, untimed."""
     if system.startswith("forge"):
-        return asyncio.run(_enqueue_forge(system, url, n, batch, sentinel))
-    return enqueue_peer(system, url, n, sentinel)
+        return asyncio.run(enqueue_forge(forge_queue(system, url), n, form, sentinel))
+    return enqueue_peer(system, url, n, form, sentinel)
 
 
 # -- round trips ---------------------------------------------------------------------------------
@@ -238,7 +183,7 @@ def round_trips(system: str, url: str) -> list[float]:
     if system == "arq":
         return asyncio.run(_arq_round_trips(url))
     times = []
-    send = peer_client(system, url)
+    send = peer_sender(system, url)
     for i in range(ROUNDS + 5):
         start = time.perf_counter()
         handle = send(i)
@@ -285,10 +230,11 @@ async def _arq_round_trips(url: str) -> list[float]:
 def measure(system: str, url: str, workdir: Path, reset: Callable[[], None]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     reset()
-    out["enqueue_per_s"] = N / enqueue(system, url, N)
-    if system.startswith("forge"):
+    for form in FORMS:
         reset()
-        out["enqueue_batch_per_s"] = N / enqueue(system, url, N, batch=True)
+        took = enqueue(system, url, N, form)
+        if took is not None:
+            out[f"enqueue_{form}_per_s"] = N / took
     for count in (1, 2):
         done = workdir / f"done-{system}-{count}"
         reset()
@@ -362,8 +308,10 @@ def main() -> None:
 
 
 def print_table(results: dict[str, Any], skipped: list[str]) -> None:
-    rows = [("enqueue, one call per task (tasks/s)", "enqueue_per_s", "{:,.0f}"),
-            ("enqueue, put_many (tasks/s)", "enqueue_batch_per_s", "{:,.0f}"),
+    rows = [("enqueue, one call at a time (tasks/s)", "enqueue_one_per_s", "{:,.0f}"),
+            ("enqueue, bulk API (tasks/s)", "enqueue_bulk_per_s", "{:,.0f}"),
+            (f"enqueue, {CALLERS} callers in one process (tasks/s)", "enqueue_callers_per_s",
+             "{:,.0f}"),
             ("process, 1 worker (tasks/s)", "process_1_per_s", "{:,.0f}"),
             ("process, 2 workers (tasks/s)", "process_2_per_s", "{:,.0f}"),
             ("round trip enqueue→result (median ms)", "round_trip_ms", "{:.2f}"),
