@@ -6,7 +6,8 @@ imported on first use so that ``import forge_core`` (and the CLI) stays fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+# not typing.TYPE_CHECKING: importing typing costs ~3 ms; mypy treats any TYPE_CHECKING as true
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .config import load_any
     from .events import EventBus
     from .flow import Workflow
