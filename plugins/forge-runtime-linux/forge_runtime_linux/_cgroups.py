@@ -4,7 +4,8 @@ read stats and OOM kills, remove.
 The layout is read from ``/proc/self/mountinfo``: a v1 controller mounted anywhere is used as
 v1 (hybrid hosts mount an empty cgroup2 at ``/sys/fs/cgroup/unified`` next to v1 controllers;
 that hierarchy holds no controller so it is ignored), and a cgroup2 mount that has the
-controller is used as v2. A limit no mounted controller can enforce is refused.
+controller is used as v2. A limit no mounted controller can enforce is refused. Paths are
+strings (the fast CLI path imports this module, and :mod:`pathlib` costs it ~3 ms).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import errno
 import os
 import signal
 import time
-from pathlib import Path
-from typing import Any
 
 from forge_core.exceptions import Unsupported
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms (mypy reads it as true)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Cgroup", "Layout", "detect"]
 
@@ -34,7 +37,7 @@ class Layout:
     __slots__ = ("rootless", "v1", "v2", "v2_controllers")
 
     def __init__(
-        self, *, v1: dict[str, Path], v2: Path | None, v2_controllers: frozenset[str], rootless: bool = False
+        self, *, v1: dict[str, str], v2: str | None, v2_controllers: frozenset[str], rootless: bool = False
     ) -> None:
         self.v1, self.v2, self.v2_controllers, self.rootless = v1, v2, v2_controllers, rootless
 
@@ -50,14 +53,14 @@ class Layout:
 
 def detect() -> Layout:
     """Read the host's cgroup layout."""
-    v1: dict[str, Path] = {}
-    v2: Path | None = None
+    v1: dict[str, str] = {}
+    v2: str | None = None
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
             fields = line.split()
             sep = fields.index("-")
             fstype, options = fields[sep + 1], fields[sep + 3].split(",")
-            mountpoint = Path(fields[4])
+            mountpoint = fields[4]
             if fstype == "cgroup":
                 for opt in options:
                     if opt in _V1_USED:
@@ -66,8 +69,8 @@ def detect() -> Layout:
                 v2 = mountpoint
     controllers: frozenset[str] = frozenset()
     if v2 is not None:
-        with contextlib.suppress(OSError):
-            controllers = frozenset((v2 / "cgroup.controllers").read_text().split())
+        with contextlib.suppress(OSError), open(os.path.join(v2, "cgroup.controllers")) as fh:
+            controllers = frozenset(fh.read().split())
     used = frozenset(_V1_USED) - set(v1)  # a v2 controller Forge never writes (hugetlb…) needs no cgroup
     return Layout(v1=v1, v2=v2, v2_controllers=controllers & used, rootless=os.geteuid() != 0)
 
@@ -106,12 +109,12 @@ class Cgroup:
             raise Unsupported("this container has no cgroup (it asked for no limit)")
         return self.relpath
 
-    def dirs(self) -> list[Path]:
+    def dirs(self) -> list[str]:
         if self.layout.rootless or self.relpath is None:
             return []
-        out = [mount / self.relpath for c, mount in self.layout.v1.items() if c in _V1_USED]
+        out = [os.path.join(mount, self.relpath) for c, mount in self.layout.v1.items() if c in _V1_USED]
         if self.layout.v2 is not None and self.layout.v2_controllers:
-            out.append(self.layout.v2 / self.relpath)
+            out.append(os.path.join(self.layout.v2, self.relpath))
         return list(dict.fromkeys(out))
 
     def create(self, limits: dict[str, Any]) -> None:
@@ -122,47 +125,48 @@ class Cgroup:
         if self.layout.v2 is not None and self.layout.v2_controllers:
             self._enable_v2_parent()
         for path in self.dirs():
-            path.mkdir(parents=True, exist_ok=True)
+            os.makedirs(path, exist_ok=True)
         self._limit(limits)
 
     def _enable_v2_parent(self) -> None:
         assert self.layout.v2 is not None
         wanted = " ".join(f"+{c}" for c in sorted(self.layout.v2_controllers & {"memory", "cpu", "pids"}))
-        parent = self.layout.v2 / self._rel.split("/")[0]
-        parent.mkdir(exist_ok=True)
+        parent = os.path.join(self.layout.v2, self._rel.split("/")[0])
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(parent)
         for level in (self.layout.v2, parent):
             with contextlib.suppress(OSError):
-                (level / "cgroup.subtree_control").write_text(wanted)
+                _write(os.path.join(level, "cgroup.subtree_control"), wanted)
 
-    def _file(self, controller: str, v1name: str, v2name: str) -> Path:
+    def _file(self, controller: str, v1name: str, v2name: str) -> str:
         if controller in self.layout.v1:
-            return self.layout.v1[controller] / self._rel / v1name
+            return os.path.join(self.layout.v1[controller], self._rel, v1name)
         assert self.layout.v2 is not None
-        return self.layout.v2 / self._rel / v2name
+        return os.path.join(self.layout.v2, self._rel, v2name)
 
     def _limit(self, limits: dict[str, Any]) -> None:
         memory, cpus, pids = limits.get("memory"), limits.get("cpus"), limits.get("pids")
         try:
             if memory is not None:
                 if "memory" in self.layout.v1:
-                    self._file("memory", "memory.limit_in_bytes", "").write_text(str(memory))
+                    _write(self._file("memory", "memory.limit_in_bytes", ""), str(memory))
                     swap = self._file("memory", "memory.memsw.limit_in_bytes", "")
-                    if swap.exists():
-                        swap.write_text(str(memory))
+                    if os.path.exists(swap):
+                        _write(swap, str(memory))
                 else:
-                    self._file("memory", "", "memory.max").write_text(str(memory))
+                    _write(self._file("memory", "", "memory.max"), str(memory))
                     with contextlib.suppress(FileNotFoundError):
-                        self._file("memory", "", "memory.swap.max").write_text("0")
+                        _write(self._file("memory", "", "memory.swap.max"), "0")
             if cpus is not None:
                 period = 100_000
                 quota = max(1000, int(cpus * period))
                 if "cpu" in self.layout.v1:
-                    self._file("cpu", "cpu.cfs_period_us", "").write_text(str(period))
-                    self._file("cpu", "cpu.cfs_quota_us", "").write_text(str(quota))
+                    _write(self._file("cpu", "cpu.cfs_period_us", ""), str(period))
+                    _write(self._file("cpu", "cpu.cfs_quota_us", ""), str(quota))
                 else:
-                    self._file("cpu", "", "cpu.max").write_text(f"{quota} {period}")
+                    _write(self._file("cpu", "", "cpu.max"), f"{quota} {period}")
             if pids is not None:
-                self._file("pids", "pids.max", "pids.max").write_text(str(pids))
+                _write(self._file("pids", "pids.max", "pids.max"), str(pids))
         except OSError as exc:
             raise Unsupported(
                 f"the kernel refused a resource limit ({exc.strerror}: {exc.filename})"
@@ -171,12 +175,12 @@ class Cgroup:
     def join(self, pid: int = 0) -> None:
         """Move ``pid`` (0: the caller) into every hierarchy."""
         for path in self.dirs():
-            (path / "cgroup.procs").write_text(str(pid))
+            _write(os.path.join(path, "cgroup.procs"), str(pid))
 
     def pids(self) -> list[int]:
         for path in self.dirs():
             with contextlib.suppress(OSError):
-                return [int(x) for x in (path / "cgroup.procs").read_text().split()]
+                return [int(x) for x in _read(os.path.join(path, "cgroup.procs")).split()]
         return []
 
     def kill(self, signum: int = signal.SIGKILL) -> None:
@@ -189,9 +193,9 @@ class Cgroup:
             return False
         try:
             if "memory" in self.layout.v1:
-                text = self._file("memory", "memory.oom_control", "").read_text()
+                text = _read(self._file("memory", "memory.oom_control", ""))
             elif "memory" in self.layout.v2_controllers:
-                text = self._file("memory", "", "memory.events").read_text()
+                text = _read(self._file("memory", "", "memory.events"))
             else:
                 return False
         except OSError:
@@ -204,7 +208,7 @@ class Cgroup:
 
         def read(controller: str, v1name: str, v2name: str) -> str:
             with contextlib.suppress(OSError, AssertionError):
-                return self._file(controller, v1name, v2name).read_text()
+                return _read(self._file(controller, v1name, v2name))
             return ""
 
         cpu = 0.0
@@ -223,7 +227,7 @@ class Cgroup:
             busy = False
             for path in self.dirs():
                 try:
-                    path.rmdir()
+                    os.rmdir(path)
                 except FileNotFoundError:
                     continue
                 except OSError as exc:
@@ -234,3 +238,13 @@ class Cgroup:
                 return
             self.kill()
             time.sleep(0.002 * (attempt + 1))
+
+
+def _read(path: str) -> str:
+    with open(path) as fh:
+        return fh.read()
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)

@@ -10,13 +10,14 @@ import contextlib
 import json
 import os
 import signal
-from typing import TYPE_CHECKING, Any
 
 from . import _seccomp, _sys
 from ._cgroups import Cgroup
 
+TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms (mypy reads it as true)
 if TYPE_CHECKING:
     import socket
+    from typing import Any
 
 #: Docker's default capability set, by number
 KEEP_CAPS = {0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31}

@@ -4,22 +4,26 @@ Shared by the ``linux`` Runtime and the fast CLI path, so it imports neither any
 ``forge_core.abc``. Each container has a journal directory ``<home>/containers/<id>/`` written
 before anything it names (cgroup, overlay dirs); mounts and network namespaces live only as long
 as the container's processes, so the journal plus the cgroup directories are everything
-:meth:`Engine.gc` has to reconcile.
+:meth:`Engine.gc` has to reconcile. Paths are strings: :mod:`pathlib` and :mod:`shutil` would
+add ~5 ms to every fast-path start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
 import time
-from pathlib import Path
-from typing import Any
 
 from forge_core.exceptions import NotFound
 
 from . import _cgroups
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms (mypy reads it as true)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Engine", "alive", "start_time"]
 
@@ -55,19 +59,20 @@ def namespace_pids(pid1: int) -> list[int]:
     return found
 
 
-def home_tag(home: Path) -> str:
+def home_tag(home: str | os.PathLike[str]) -> str:
     """A short stable name for ``home`` (its cgroups are ``forge-<tag>/<id>``)."""
     import hashlib
 
-    return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
+    return hashlib.sha256(os.path.realpath(home).encode()).hexdigest()[:8]
 
 
 class Engine:
-    """Containers under one ``$FORGE_HOME``: the state both front ends (Runtime, CLI) drive."""
+    """Containers under one ``$FORGE_HOME``: the state both front ends (Runtime, CLI) drive.
+    ``home`` and ``dir`` (its ``containers`` directory) are strings."""
 
-    def __init__(self, home: Path, *, userns: bool = True, init: bool = True) -> None:
-        self.home = home
-        self.dir = home / "containers"
+    def __init__(self, home: str | os.PathLike[str], *, userns: bool = True, init: bool = True) -> None:
+        self.home = os.fspath(home)
+        self.dir = os.path.join(self.home, "containers")
         self.userns = userns
         self.init = init
         self.rootless = os.geteuid() != 0
@@ -86,28 +91,30 @@ class Engine:
 
     def state(self, cid: str) -> dict[str, Any]:
         try:
-            with open(self.dir / cid / "state.json") as fh:
+            with open(os.path.join(self.dir, cid, "state.json")) as fh:
                 data: dict[str, Any] = json.load(fh)
         except (OSError, ValueError):
             raise NotFound(f"no container {cid!r}; see: forge container list") from None
-        with contextlib.suppress(OSError, ValueError), open(self.dir / cid / "exit.json") as fh:
+        with contextlib.suppress(OSError, ValueError), open(os.path.join(self.dir, cid, "exit.json")) as fh:
             data["exit"] = json.load(fh)
         return data
 
     def write_state(self, cid: str, data: dict[str, Any]) -> None:
         """Replace the journal atomically (rename; no fsync: a container does not outlive a
         host crash, and gc() treats a torn journal as abandoned)."""
-        path = self.dir / cid / "state.json"
-        tmp = self.dir / cid / "state.tmp"
+        path = os.path.join(self.dir, cid, "state.json")
+        tmp = os.path.join(self.dir, cid, "state.tmp")
         with open(tmp, "w") as fh:
             json.dump({k: v for k, v in data.items() if k != "exit"}, fh)
         os.replace(tmp, path)
 
     def list_states(self) -> list[dict[str, Any]]:
-        if not self.dir.exists():
+        try:
+            names = sorted(os.listdir(self.dir))
+        except FileNotFoundError:
             return []
         out = []
-        for name in sorted(os.listdir(self.dir)):
+        for name in names:
             if not name.startswith("."):
                 with contextlib.suppress(NotFound):
                     out.append(self.state(name))
@@ -159,7 +166,7 @@ class Engine:
             return None
         self.reap(data.get("sup_pid"))
         # the supervisor may have written exit.json just before we looked
-        if (self.dir / data["id"] / "exit.json").exists():
+        if os.path.exists(os.path.join(self.dir, data["id"], "exit.json")):
             return self.exit_info(self.state(data["id"]))
         return {"exit_code": None, "signal": int(signal.SIGKILL), "oom_killed": False}
 
@@ -196,10 +203,10 @@ class Engine:
                         os.kill(int(data[pid_key]), signal.SIGKILL)
         self.cgroup(data).remove()
         self.reap(data.get("sup_pid"))
-        trash = self.dir / f".trash-{cid}-{os.getpid()}"
+        trash = os.path.join(self.dir, f".trash-{cid}-{os.getpid()}")
         with contextlib.suppress(FileNotFoundError):
-            os.rename(self.dir / cid, trash)
-            _rmtree(trash)
+            os.rename(os.path.join(self.dir, cid), trash)
+            rmtree(trash)
 
     # --- garbage collection ----------------------------------------------------------------
 
@@ -207,31 +214,32 @@ class Engine:
         """Finish interrupted deletes, remove journals of containers whose supervisor died
         mid-create, and cgroups no journal claims. Returns what it removed."""
         removed: list[str] = []
-        for entry in self.dir.iterdir() if self.dir.exists() else ():
-            if entry.name.startswith(".trash-"):
-                _rmtree(entry)
-                removed.append(entry.name)
+        for name in _listdir(self.dir):
+            entry = os.path.join(self.dir, name)
+            if name.startswith(".trash-"):
+                rmtree(entry)
+                removed.append(name)
                 continue
             try:
-                data = self.state(entry.name)
+                data = self.state(name)
             except NotFound:
                 # killed between making the directory and writing its journal: the journal
                 # comes before any mount or cgroup, so there is nothing else to undo. Young
                 # ones may belong to a create still in progress in another process.
                 if _age(entry) > _UNJOURNALED_GRACE:
-                    _rmtree(entry)
-                    removed.append(entry.name)
+                    rmtree(entry)
+                    removed.append(name)
                 continue
             if self._stale(data):
                 with contextlib.suppress(NotFound):
-                    self.remove(entry.name)
-                removed.append(entry.name)
-        known = set(os.listdir(self.dir)) if self.dir.exists() else set()
-        for parent in {d.parent for d in _cgroups.Cgroup(self.layout, f"{self.tag}/x").dirs()}:
-            for child in parent.iterdir() if parent.exists() else ():
-                if child.is_dir() and child.name not in known:
-                    _cgroups.Cgroup(self.layout, f"{self.tag}/{child.name}").remove()
-                    removed.append(f"cgroup {child.name}")
+                    self.remove(name)
+                removed.append(name)
+        known = set(_listdir(self.dir))
+        for parent in {os.path.dirname(d) for d in _cgroups.Cgroup(self.layout, f"{self.tag}/x").dirs()}:
+            for name in _listdir(parent):
+                if os.path.isdir(os.path.join(parent, name)) and name not in known:
+                    _cgroups.Cgroup(self.layout, f"{self.tag}/{name}").remove()
+                    removed.append(f"cgroup {name}")
         return removed
 
     def _stale(self, data: dict[str, Any]) -> bool:
@@ -245,14 +253,46 @@ class Engine:
         )
 
 
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _age(path: Path) -> float:
+def _listdir(path: str) -> list[str]:
+    """The names in ``path``; none when it does not exist (or is not a directory)."""
     try:
-        return time.time() - path.stat().st_mtime
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def rmtree(path: str, dir_fd: int | None = None) -> None:
+    """Delete ``path`` and everything below it, ignoring errors as
+    ``shutil.rmtree(path, ignore_errors=True)`` does (which costs ~2.5 ms to import). Directories
+    are opened with ``O_NOFOLLOW`` relative to their parent's descriptor, so a symlink (even one
+    swapped in meanwhile) is unlinked, never followed: nothing outside the tree is touched."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):  # a file or a symlink
+            with contextlib.suppress(OSError):
+                os.unlink(path, dir_fd=dir_fd)
+        return
+    try:
+        names = os.listdir(fd)
+    except OSError:
+        names = []
+    try:
+        for name in names:
+            try:
+                os.unlink(name, dir_fd=fd)
+            except IsADirectoryError:
+                rmtree(name, fd)
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(path, dir_fd=dir_fd)
+
+
+def _age(path: str) -> float:
+    try:
+        return time.time() - os.stat(path).st_mtime
     except OSError:
         return 0.0

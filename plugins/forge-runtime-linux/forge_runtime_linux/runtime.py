@@ -261,7 +261,7 @@ class LinuxRuntime(Runtime):
         return self._engine.exit_info(data) is None
 
     def logs_path(self, cid: str) -> Path:
-        return self._engine.dir / cid / "log"
+        return Path(self._engine.dir, cid, "log")
 
     # --- garbage collection --------------------------------------------------------------
 
@@ -285,7 +285,7 @@ class LinuxRuntime(Runtime):
 
     @property
     def containers_dir(self) -> Path:
-        return self._engine.dir
+        return Path(self._engine.dir)
 
 
 def _userns_allowed() -> bool:

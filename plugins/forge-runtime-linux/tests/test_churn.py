@@ -95,7 +95,7 @@ class TestChurn:
                 [p.name for p in rt.containers_dir.iterdir()],
                 [
                     d
-                    for d in {c.parent for c in rt.cgroup({"cgroup": f"{rt.tag}/x"}).dirs()}
+                    for d in {Path(c).parent for c in rt.cgroup({"cgroup": f"{rt.tag}/x"}).dirs()}
                     if d.exists() and any(x.is_dir() for x in d.iterdir())
                 ],
             )

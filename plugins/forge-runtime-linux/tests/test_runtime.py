@@ -188,7 +188,7 @@ class TestLimits:
         try:
             data = runtime.state(handle.id)
             cg = runtime.cgroup(data)
-            files = [d / "cpu.cfs_quota_us" for d in cg.dirs()] + [d / "cpu.max" for d in cg.dirs()]
+            files = [Path(d, name) for d in cg.dirs() for name in ("cpu.cfs_quota_us", "cpu.max")]
             values = {f.read_text().split()[0] for f in files if f.exists()}
             assert values == {"50000"}
         finally:
@@ -200,7 +200,7 @@ class TestLimits:
         A host without the controller cannot be made for real here, so the layout is built by hand.
         """
         layout = _cgroups.Layout(
-            v1={"pids": Path("/sys/fs/cgroup/pids")}, v2=None, v2_controllers=frozenset()
+            v1={"pids": "/sys/fs/cgroup/pids"}, v2=None, v2_controllers=frozenset()
         )
         with pytest.raises(Unsupported, match="no memory cgroup controller"):
             _cgroups.refuse_unenforceable(layout, {"memory": 1 << 20})
@@ -319,7 +319,23 @@ class TestLifecycle:
         )
         await runtime.wait(handle)
         dirs = runtime.cgroup(runtime.state(handle.id)).dirs()
-        assert all(d.exists() for d in dirs)
+        assert all(os.path.exists(d) for d in dirs)
         await runtime.remove(handle)
-        assert not any(d.exists() for d in dirs)
+        assert not any(os.path.exists(d) for d in dirs)
         assert not (runtime.containers_dir / handle.id).exists()
+
+    async def test_delete_never_follows_a_symlink_the_container_made(
+        self, runtime: LinuxRuntime, tmp_path: Path
+    ) -> None:
+        """Symlinks a container leaves in its root pointing at host paths are unlinked on remove,
+        and what they point at stays."""
+        outside = tmp_path / "outside"
+        (outside / "sub").mkdir(parents=True)
+        (outside / "sub" / "keep.txt").write_text("keep")
+        script = (
+            f"ln -s {outside} /escape-dir && ln -s {outside}/sub/keep.txt /escape-file"
+            f" && mkdir -p /d/e && ln -s {outside} /d/e/up"
+        )
+        status, _ = await sh(runtime, tmp_path, script)  # run() removes the container
+        assert status.ok
+        assert (outside / "sub" / "keep.txt").read_text() == "keep"
