@@ -76,9 +76,17 @@ class Engine:
         self.userns = userns
         self.init = init
         self.rootless = os.geteuid() != 0
-        self.layout = _cgroups.detect()
         self.children: set[int] = set()
         self._tag = ""
+        self._layout: _cgroups.Layout | None = None
+
+    @property
+    def layout(self) -> _cgroups.Layout:
+        """The host's cgroup layout, read on first use: a container that asked for no limit
+        never needs it (and ``/proc/self/mountinfo`` is long on hosts with many mounts)."""
+        if self._layout is None:
+            self._layout = _cgroups.detect()
+        return self._layout
 
     @property
     def tag(self) -> str:
@@ -132,7 +140,8 @@ class Engine:
         raise NotFound(f"no container {ref!r}; see: forge container list")
 
     def cgroup(self, data: dict[str, Any]) -> _cgroups.Cgroup:
-        return _cgroups.Cgroup(self.layout, data.get("cgroup"))
+        relpath = data.get("cgroup")
+        return _cgroups.Cgroup(self.layout if relpath else _cgroups.NO_LAYOUT, relpath)
 
     def pids(self, data: dict[str, Any]) -> list[int]:
         """Every process of a running container: its cgroup's, else its PID namespace's."""

@@ -54,7 +54,8 @@ def check_request(engine: Engine, req: dict[str, Any]) -> None:
     for vol in req["volumes"]:
         if not os.path.isabs(vol["source"]) or not os.path.exists(vol["source"]):
             raise NotFound(f"volume source {vol['source']!r} does not exist (use an absolute host path)")
-    _cgroups.refuse_unenforceable(engine.layout, req["resources"])
+    if req["resources"]:
+        _cgroups.refuse_unenforceable(engine.layout, req["resources"])
     if req.get("name") and any(d.get("name") == req["name"] for d in engine.list_states()):
         raise Unsupported(f"a container named {req['name']!r} already exists; delete it first")
 
