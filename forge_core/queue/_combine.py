@@ -1,43 +1,46 @@
-"""Group commit for puts: calls that arrive while one transaction is being written wait and go
-in the next one together, so N concurrent callers pay one fsync instead of N.
+"""Group commit for puts: calls that arrive while one write is in flight wait and go in the
+next write together, so N concurrent callers pay one fsync (sqlite) or one script run (Redis)
+instead of N.
 
-Each caller gets its own ids or its own error. Results are written into the waiting entries by
-the worker thread itself, so a flusher cancelled mid-write still leaves every entry of its batch
-settled, and a waiter that finds no flusher running takes the role over.
+Each caller gets its own ids or its own error. A write, once started, is shielded from
+cancellation and settles every caller of its batch, so a cancelled writer never leaves rows
+written but unanswered (which would send them again); a caller cancelled while it waits
+leaves its rows out and hands the writer's role on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Generic, TypeVar
 
 import anyio
 import attrs
 
 __all__ = ["PutCombiner"]
 
+Row = TypeVar("Row")
+
 
 @attrs.define
-class _Entry:
-    rows: list[dict[str, Any]]
+class _Entry(Generic[Row]):
+    rows: list[Row]
     ids: list[str] | None = None
-    error: BaseException | None = None
+    error: Exception | None = None
     wake: anyio.Event = attrs.field(factory=anyio.Event)
 
 
 @attrs.define
-class PutCombiner:
-    """Runs ``write(rows) -> ids`` (blocking; ``offload`` runs it in a worker thread) once for
-    the rows of every caller waiting at that moment. One caller at a time writes; when its batch
-    is done it hands the role to the first caller that arrived meanwhile, so nobody waits for
-    more than the write in progress and its own."""
+class PutCombiner(Generic[Row]):
+    """Calls ``write(rows) -> ids`` (one id per row, in order) once for the rows of every
+    caller waiting at that moment. One caller at a time writes; when its batch is done it
+    hands the role to the first caller that arrived meanwhile, so nobody waits for more than
+    the write in progress and its own."""
 
-    _write: Callable[[list[dict[str, Any]]], list[str]]
-    _offload: Callable[[Callable[[list[_Entry]], None], list[_Entry]], Awaitable[None]]
-    _pending: list[_Entry] = attrs.field(factory=list, init=False)
+    _write: Callable[[list[Row]], Awaitable[list[str]]]
+    _pending: list[_Entry[Row]] = attrs.field(factory=list, init=False)
     _writing: bool = attrs.field(default=False, init=False)
 
-    async def put(self, rows: list[dict[str, Any]]) -> list[str]:
+    async def put(self, rows: list[Row]) -> list[str]:
         entry = _Entry(rows)
         self._pending.append(entry)
         try:
@@ -62,7 +65,8 @@ class PutCombiner:
         self._writing = True
         batch, self._pending = self._pending, []
         try:
-            await self._offload(self._settle, batch)
+            with anyio.CancelScope(shield=True):
+                await self._settle(batch)
         finally:
             self._writing = False
             for done in batch:
@@ -70,11 +74,10 @@ class PutCombiner:
             if self._pending:
                 self._pending[0].wake.set()
 
-    def _settle(self, batch: list[_Entry]) -> None:
-        """In the worker thread: one write for the whole batch, then each entry's share (set
-        here, so a writer cancelled while the thread runs still settles every entry)."""
+    async def _settle(self, batch: list[_Entry[Row]]) -> None:
+        """One write for the whole batch, then each entry's share of the ids."""
         try:
-            ids = self._write([row for entry in batch for row in entry.rows])
+            ids = await self._write([row for entry in batch for row in entry.rows])
         except Exception as exc:  # a failed write fails every caller of its batch
             for entry in batch:
                 entry.error = exc

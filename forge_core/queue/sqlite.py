@@ -10,7 +10,6 @@ calls run in worker threads, off the event loop.
 from __future__ import annotations
 
 import builtins
-import functools
 import logging
 import sqlite3
 import threading
@@ -68,7 +67,7 @@ class SQLiteQueue(Queue):
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._watch: sqlite3.Connection | None = None
-        self._puts = PutCombiner(functools.partial(self._call, _put_many), anyio.to_thread.run_sync)
+        self._puts: PutCombiner[dict[str, Any]] = PutCombiner(self._write_rows)
 
     def __repr__(self) -> str:
         return f"SQLiteQueue({str(self.path)!r})"
@@ -98,6 +97,9 @@ class SQLiteQueue(Queue):
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(self._call, fn, *args)
+
+    async def _write_rows(self, rows: builtins.list[dict[str, Any]]) -> builtins.list[str]:
+        return await self._run(_put_many, rows)
 
     async def aclose(self) -> None:
         with self._lock:

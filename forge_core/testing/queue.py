@@ -70,6 +70,22 @@ class QueueConformance:
         assert await queue.put(NewItem(kind="k", key="done-once")) == first
         assert await queue.reserve("c", 30) is None
 
+    async def test_concurrent_puts_each_get_their_own_item(self, queue: Queue) -> None:
+        """Puts racing each other (a backend may write them together) each get the id of their
+        own item, and racing puts with one key get one item."""
+        ids: dict[int, str] = {}
+
+        async def put(i: int) -> None:
+            ids[i] = await queue.put(NewItem(kind="k", payload=i, key=f"race-{i % 20}"))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(30):
+                tg.start_soon(put, i)
+        assert len(set(ids.values())) == 20
+        assert all(ids[i] == ids[i % 20] for i in range(30))
+        for i in range(20):  # which racer of a key wins is not specified; one of them does
+            assert (await queue.get(ids[i])).payload in {i, i + 20}
+
     # -- reserve ----------------------------------------------------------------------------
     async def test_reserve_on_empty_queue_returns_none(self, queue: Queue) -> None:
         """Nothing to deliver gives None."""

@@ -25,7 +25,7 @@ from redis.retry import Retry
 
 from forge_core.abc import ItemState, Lease, NewItem, Queue, QueueItem, QueueStats
 from forge_core.exceptions import BackendUnavailable, ForgeError, LeaseLost, NotFound
-from forge_core.queue import backoff, dumps, new_id
+from forge_core.queue import PutCombiner, backoff, dumps, new_id
 
 from . import _scripts
 from ._pipe import Pipe, command
@@ -80,6 +80,8 @@ class RedisQueue(Queue):
         self._scripts = {name: self._redis.register_script(body) for name, body in bodies.items()}
         self._idle: builtins.list[Pipe] = []
         """Connections for blocking calls (BLPOP and what follows it), one per caller."""
+        self._puts: PutCombiner[builtins.list[Any]] = PutCombiner(self._put_rows)
+        """Concurrent puts share one PUT script run."""
 
     def __repr__(self) -> str:
         return f"RedisQueue({self.url!r})"
@@ -144,16 +146,17 @@ class RedisQueue(Queue):
         return (await self.put_many([item]))[0]
 
     async def put_many(self, items: Sequence[NewItem]) -> builtins.list[str]:
+        rows = [[new_id(), item.kind, dumps(item.payload), item.priority,
+                 max(1, item.max_deliveries), max(0.0, item.delay),
+                 "" if item.run_at is None else repr(float(item.run_at)),
+                 item.key or "", dumps(sorted(set(item.tags)))] for item in items]
+        return await self._puts.put(rows)
+
+    async def _put_rows(self, rows: builtins.list[builtins.list[Any]]) -> builtins.list[str]:
         ids: builtins.list[str] = []
-        for start in range(0, len(items), 1000):  # bounded script run time
-            args: builtins.list[Any] = []
-            chunk = items[start:start + 1000]
-            for item in chunk:
-                args += [new_id(), item.kind, dumps(item.payload), item.priority,
-                         max(1, item.max_deliveries), max(0.0, item.delay),
-                         "" if item.run_at is None else repr(float(item.run_at)),
-                         item.key or "", dumps(sorted(set(item.tags)))]
-            got = await self._script("PUT", len(chunk), *args)
+        for start in range(0, len(rows), 1000):  # bounded script run time
+            chunk = rows[start:start + 1000]
+            got = await self._script("PUT", len(chunk), *(arg for row in chunk for arg in row))
             ids += [_text(i) for i in got]
         return ids
 
