@@ -95,24 +95,16 @@ class TestSQLiteQueueGroupCommit:
         return seen
 
     async def test_concurrent_puts_share_commits(self, tmp_path: Path) -> None:
-        """Fifty puts started together take two commits (the first caller's and everyone who
-        arrived while it wrote), and each caller gets the id of its own item."""
+        """Fifty puts started together take two commits: the first caller's, and one for
+        everyone who arrived while it wrote (what each caller gets back is the conformance
+        suite's racing-puts test)."""
         q = SQLiteQueue(path=tmp_path / "queue.db")
         seen = self.commits(q)
-        ids: dict[int, str] = {}
-
-        async def put(i: int) -> None:
-            ids[i] = await q.put(NewItem(kind="k", payload=i, key=f"key-{i % 40}"))
-
         async with anyio.create_task_group() as tg:
             for i in range(50):
-                tg.start_soon(put, i)
+                tg.start_soon(q.put, NewItem(kind="k", payload=i))
         assert len(seen) == 2
-        assert len(set(ids.values())) == 40  # the idempotency key holds inside one batch
-        for i in range(40):
-            assert (await q.get(ids[i])).payload == i
-        for i in range(40, 50):
-            assert ids[i] == ids[i - 40]
+        assert (await q.stats()).by_state.get("pending") == 50
         await q.aclose()
 
     async def test_a_failed_write_fails_every_caller_of_its_batch(self, tmp_path: Path) -> None:
