@@ -369,7 +369,7 @@ class TestDurability:
     async def test_a_cancelled_run_leaves_no_log_file_of_a_task_that_never_started(
         self, store: StateStore, tmp_path: Path
     ) -> None:
-        """Logs made ahead for the tasks in line are removed when those tasks never start."""
+        """Tasks in line that never start leave no log file behind."""
         started = tmp_path / "started"
         spec = workflow(TaskSpec(name="t0", command=py(
                             f"import time; open({str(started)!r}, 'w').close(); time.sleep(30)"),

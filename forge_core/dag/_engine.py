@@ -9,7 +9,6 @@ never run again, tasks caught running get a new attempt.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
 import time
@@ -29,7 +28,6 @@ from ..state import FINISHED_TASK_STATES, StateStore
 from ..state._history import announced_tasks, p95_durations
 from ..state._journal import Journal
 from ._graph import Graph
-from ._logahead import LogsAhead
 from ._logpipe import LogPipes
 from ._rules import decide
 from ._sla import SlaWatch
@@ -38,9 +36,6 @@ from ._taskrun import TaskResolver
 __all__ = ["Engine", "retry_delay"]
 
 log = logging.getLogger(__name__)
-
-_LOOKAHEAD = 4
-"""Tasks in line whose log files are made ahead of their start."""
 
 _EARLY_RULES = frozenset({TriggerRule.ONE_SUCCESS, TriggerRule.ONE_FAILED})
 """Rules that can decide before every upstream task has finished."""
@@ -98,7 +93,6 @@ class Engine:
     _idle: int = attrs.field(init=False, default=0)
     _tg: anyio.abc.TaskGroup | None = attrs.field(init=False, default=None)
     _pipes: LogPipes | None = attrs.field(init=False, default=None)
-    _ahead: LogsAhead = attrs.field(init=False, factory=LogsAhead)
 
     def __attrs_post_init__(self) -> None:
         self._tasks = {t.name: t for t in self.spec.tasks}
@@ -213,7 +207,6 @@ class Engine:
                 self._cancel_unfinished()
             raise
         finally:
-            self._ahead.close()
             if self._pipes is not None:
                 self._pipes.close()
             if not self._lost:
@@ -303,19 +296,12 @@ class Engine:
         while True:
             while self._ready:
                 name = self._ready.popleft()
-                self._logs_ahead()
                 await self._drive_task(name)
             self._idle += 1
             try:
                 await self._more.wait()
             finally:
                 self._idle -= 1
-
-    def _logs_ahead(self) -> None:
-        """Have the log files of the next command tasks in line made in the background."""
-        for name in itertools.islice(self._ready, _LOOKAHEAD):
-            if self._tasks[name].command is not None:
-                self._ahead.want(self.resolver.log_path(name, self._attempts.get(name, 0) + 1))
 
     async def _retry_later(self, name: str) -> None:
         next_try = self._next_try.pop(name, None)
@@ -375,8 +361,6 @@ class Engine:
             self._journal.start_attempt(spec.name, number, None)
             return Outcome(status="failed", error=str(exc), started_at=now, finished_at=now)
         log_path = str(run.log_path) if run.log_path else None
-        if log_path is not None:
-            self._ahead.used(log_path)
         self._journal.start_attempt(spec.name, number, log_path)
         self._emit("task.started", spec.name, attempt=number)
         self._states[spec.name] = "running"
