@@ -187,11 +187,11 @@ class TaskResolver:
     def resolve(
         self, task: TaskSpec, attempt: int, outputs: Mapping[str, Mapping[str, Any]]
     ) -> TaskRun:
-        stem = f"{self._logs()}/{task.name}.{attempt}"
+        log_path = Path(self.log_path(task.name, attempt))
         common: dict[str, Any] = {
             "run_id": self.run_id, "task": task.name, "attempt": attempt,
             "timeout": task.timeout, "grace": task.grace,
-            "log_path": Path(self.log_path(task.name, attempt)), "output_path": Path(f"{stem}.out"),
+            "log_path": log_path, "output_path": log_path.with_suffix(".out"),  # parsed once
             "skip_exit_codes": () if task.skip_exit_code is None else (task.skip_exit_code,),
         }
         if task.python is not None or task.func is not None:

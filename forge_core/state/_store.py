@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 
+_CHECKPOINT_PAGES = 8192
+_WAL_LIMIT = 32 << 20
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
@@ -70,6 +74,10 @@ class StateStore:
                                    timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # A checkpoint (two fsyncs, ~5 ms here) every 8192 WAL pages, not the default 1000: a
+        # run commits a few pages per task, and the WAL is cut back to 32 MiB after each.
+        self._db.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
+        self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         self._tx = _Transaction(self._db, self._lock)
