@@ -11,8 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from forge_core.dag._engine import retry_delay
-from forge_core.dag._rules import decide
+from forge_core.dag._rules import decide, retry_delay
 from forge_core.events import Event, EventBus
 from forge_core.exceptions import ConfigError, RunLocked
 from forge_core.runner import resume_run, run_workflow

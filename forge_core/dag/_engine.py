@@ -10,7 +10,6 @@ never run again, tasks caught running get a new attempt.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -23,36 +22,21 @@ import attrs
 from ..abc import Executor, Outcome
 from ..events import Event, EventBus
 from ..exceptions import RunLocked
-from ..spec import TaskSpec, TriggerRule, WorkflowSpec
+from ..spec import TaskSpec, WorkflowSpec
 from ..state import FINISHED_TASK_STATES, StateStore
-from ..state._history import announced_tasks, p95_durations
 from ..state._journal import Journal
 from ._graph import Graph
 from ._logpipe import LogPipes
-from ._rules import decide
+from ._rules import EARLY_RULES, decide, retry_delay
 from ._sla import SlaWatch
 from ._taskrun import TaskResolver
 
-__all__ = ["Engine", "retry_delay"]
+__all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
 
-_EARLY_RULES = frozenset({TriggerRule.ONE_SUCCESS, TriggerRule.ONE_FAILED})
-"""Rules that can decide before every upstream task has finished."""
-
 ExecutorFor = Callable[[TaskSpec], Executor]
 HookRunner = Callable[[str, str, Mapping[str, Any]], Any]
-
-
-def retry_delay(task: TaskSpec, failures: int, rng: random.Random | None = None) -> float:
-    """Seconds to wait before the retry that follows the ``failures``-th failure:
-    exponential backoff capped at ``max_retry_delay``, with "equal jitter" (half fixed,
-    half random) so retries of many tasks do not stampede."""
-    base = task.retry_delay * (task.retry_backoff ** max(0, failures - 1))
-    delay = min(base, task.max_retry_delay)
-    if task.retry_jitter and delay > 0:
-        delay = delay / 2 + (rng or random).uniform(0, delay / 2)
-    return delay
 
 
 @attrs.define
@@ -172,7 +156,7 @@ class Engine:
         """Pending, and its rule can decide now (every upstream task finished, or a rule
         that decides early)."""
         return self._states[name] == "pending" and (
-            not self._open_deps[name] or self._tasks[name].trigger_rule in _EARLY_RULES)
+            not self._open_deps[name] or self._tasks[name].trigger_rule in EARLY_RULES)
 
     # -- the run -------------------------------------------------------------------------
 
@@ -394,13 +378,8 @@ class Engine:
 
     async def _watch_sla(self) -> None:
         """Announce ``sla.at_risk`` and ``sla.missed``, once per task and run."""
-        watch = SlaWatch(spec=self.spec, started_at=self._started_at, typical={})
-        if not watch.active:
-            return
-        watch.typical = p95_durations(self.store, self.spec.name)
-        watch.missed = {t.name for t in self.store.tasks(self.run_id) if t.sla_missed}
-        watch.warned = announced_tasks(self.store, self.run_id, "sla.at_risk") | watch.missed
-        while True:
+        watch = SlaWatch.load(self.spec, self._started_at, self.store, self.run_id)
+        while watch is not None:
             now = time.time()
             found = watch.check(now, self._states)
             elapsed = round(now - self._started_at, 3)

@@ -1,16 +1,21 @@
-"""Trigger rules: given how a task's direct upstream tasks ended, should it run now, wait,
-or be skipped / marked upstream_failed? Pure functions, Airflow's semantics."""
+"""Trigger rules (given how a task's direct upstream tasks ended, should it run now, wait,
+or be skipped / marked upstream_failed? Airflow's semantics) and the delay before a retry.
+Pure functions."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Literal
 
-from ..spec import TriggerRule
+from ..spec import TaskSpec, TriggerRule
 
-__all__ = ["Decision", "decide"]
+__all__ = ["EARLY_RULES", "Decision", "decide", "retry_delay"]
 
 Decision = Literal["wait", "run", "skipped", "upstream_failed"]
+
+EARLY_RULES = frozenset({TriggerRule.ONE_SUCCESS, TriggerRule.ONE_FAILED})
+"""Rules that can decide before every upstream task has finished."""
 
 _FAILED = frozenset({"failed", "upstream_failed"})
 _DONE = frozenset({"succeeded", "failed", "upstream_failed", "skipped", "cancelled"})
@@ -49,3 +54,14 @@ def decide(rule: TriggerRule, upstream: Sequence[str]) -> Decision:
         return "upstream_failed" if failed else "run"
     # NONE_SKIPPED
     return "skipped" if skipped else "run"
+
+
+def retry_delay(task: TaskSpec, failures: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait before the retry that follows the ``failures``-th failure:
+    exponential backoff capped at ``max_retry_delay``, with "equal jitter" (half fixed,
+    half random) so retries of many tasks do not stampede."""
+    base = task.retry_delay * (task.retry_backoff ** max(0, failures - 1))
+    delay = min(base, task.max_retry_delay)
+    if task.retry_jitter and delay > 0:
+        delay = delay / 2 + (rng or random).uniform(0, delay / 2)
+    return delay

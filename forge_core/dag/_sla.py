@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import attrs
 
 from ..spec import TaskSpec, WorkflowSpec
-from ..state import FINISHED_TASK_STATES
-from ..state._history import remaining_chains
+from ..state import FINISHED_TASK_STATES, StateStore
+from ..state._history import announced_tasks, p95_durations, remaining_chains
 
 __all__ = ["SlaCheck", "SlaWatch"]
 
@@ -44,9 +44,18 @@ class SlaWatch:
     def __attrs_post_init__(self) -> None:
         self._tasks = tuple(t for t in self.spec.tasks if t.sla is not None)
 
-    @property
-    def active(self) -> bool:
-        return bool(self._tasks)
+    @classmethod
+    def load(cls, spec: WorkflowSpec, started_at: float, store: StateStore,
+             run_id: str) -> SlaWatch | None:
+        """The watch of run ``run_id``, with what the store already holds (typical durations
+        from history, tasks already missed or warned about); ``None`` without SLAs."""
+        watch = cls(spec=spec, started_at=started_at, typical={})
+        if not watch._tasks:
+            return None
+        watch.typical = p95_durations(store, spec.name)
+        watch.missed = {t.name for t in store.tasks(run_id) if t.sla_missed}
+        watch.warned = announced_tasks(store, run_id, "sla.at_risk") | watch.missed
+        return watch
 
     def check(self, now: float, states: Mapping[str, str]) -> SlaCheck:
         """Compare ``now`` with each SLA given the tasks' current ``states``."""
