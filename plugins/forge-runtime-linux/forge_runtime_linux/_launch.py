@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import time
 
 from forge_core.exceptions import BackendUnavailable, NotFound, Unsupported
@@ -277,11 +278,35 @@ def start_blocking(
 
 
 def finish_quietly(engine: Engine, pending: Pending) -> None:
-    """Abandon a start part-way (an error or a cancellation while reading the reports)."""
+    """Abandon a start part-way (an error or a cancellation while reading the reports), killing
+    whatever already runs: the command may have been exec'd before its end-of-file was read."""
+    with contextlib.suppress(ProcessLookupError):  # a non-detached supervisor; init follows it
+        os.kill(pending.pid, signal.SIGKILL)  # (PDEATHSIG), which ends the reports too
+    ended = _drain(pending)  # a detached supervisor is no child of ours: its report names it
+    for report in pending.reports:
+        for key in ("pid", "sup"):
+            if key in report:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(report[key]), signal.SIGKILL)
     for fd in (pending.sync_r, pending.go_w):
         with contextlib.suppress(OSError):
             os.close(fd)
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pending.pid, 0 if ended else os.WNOHANG)[0]:
+            engine.children.discard(pending.pid)
     engine.remove(pending.plan["id"])
+
+
+def _drain(pending: Pending, limit: float = 5.0) -> bool:
+    """Read the child's remaining reports until end of file (``True``) or ``limit`` seconds."""
+    import select
+
+    deadline = time.monotonic() + limit
+    with contextlib.suppress(OSError, ValueError):
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([pending.sync_r], [], [], left)[0] and not pending.feed():
+                return True
+    return False
 
 
 def _map(pid: int, shift: int, go_w: int) -> dict[str, Any]:
