@@ -22,7 +22,7 @@ TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms (mypy reads 
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["NO_LAYOUT", "Cgroup", "Layout", "detect"]
+__all__ = ["Cgroup", "Layout", "detect", "host_layout"]
 
 _V1_USED = ("memory", "cpu", "cpuacct", "pids")
 _LIMIT_CONTROLLER = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
@@ -51,8 +51,16 @@ class Layout:
         return controller in self.v1 or controller in self.v2_controllers
 
 
-NO_LAYOUT = Layout(v1={}, v2=None, v2_controllers=frozenset())
-"""The layout a :class:`Cgroup` without a ``relpath`` is given: it never looks at one."""
+_host: Layout | None = None
+
+
+def host_layout() -> Layout:
+    """This host's layout, read once per process on first use: a container that asked for no
+    limit never needs it (and ``/proc/self/mountinfo`` is long on hosts with many mounts)."""
+    global _host
+    if _host is None:
+        _host = detect()
+    return _host
 
 
 def detect() -> Layout:
@@ -79,11 +87,13 @@ def detect() -> Layout:
     return Layout(v1=v1, v2=v2, v2_controllers=controllers & used, rootless=os.geteuid() != 0)
 
 
-def refuse_unenforceable(layout: Layout, limits: dict[str, Any]) -> None:
+def refuse_unenforceable(limits: dict[str, Any], layout: Layout | None = None) -> None:
     """Raise :class:`Unsupported` for a limit (``Resources`` field name -> value, only those
-    asked for) that no mounted controller, or our rights, can enforce."""
+    asked for) that no mounted controller, or our rights, can enforce in ``layout`` (default:
+    the host's, read only when a limit is asked for)."""
     for limit in sorted(set(limits) & set(_LIMIT_CONTROLLER)):
         controller = _LIMIT_CONTROLLER[limit]
+        layout = layout or host_layout()
         if layout.rootless:
             raise Unsupported(
                 f"cannot enforce {limit} rootless: no cgroup is delegated to uid {os.geteuid()} "
@@ -103,9 +113,12 @@ class Cgroup:
     """One container's cgroup in every hierarchy Forge uses; ``relpath`` ``None``: the container
     has none (it asked for no limit, so it skips the ~10 ms a cgroup v1 migration costs)."""
 
-    def __init__(self, layout: Layout, relpath: str | None) -> None:
-        self.layout = layout
+    def __init__(self, relpath: str | None) -> None:
         self.relpath = relpath
+
+    @property
+    def layout(self) -> Layout:
+        return host_layout()
 
     @property
     def _rel(self) -> str:
@@ -123,7 +136,7 @@ class Cgroup:
 
     def create(self, limits: dict[str, Any]) -> None:
         """Make the directories and write ``limits`` (as :func:`refuse_unenforceable` takes them)."""
-        refuse_unenforceable(self.layout, limits)
+        refuse_unenforceable(limits)
         if not self.dirs():
             return
         if self.layout.v2 is not None and self.layout.v2_controllers:

@@ -78,15 +78,6 @@ class Engine:
         self.rootless = os.geteuid() != 0
         self.children: set[int] = set()
         self._tag = ""
-        self._layout: _cgroups.Layout | None = None
-
-    @property
-    def layout(self) -> _cgroups.Layout:
-        """The host's cgroup layout, read on first use: a container that asked for no limit
-        never needs it (and ``/proc/self/mountinfo`` is long on hosts with many mounts)."""
-        if self._layout is None:
-            self._layout = _cgroups.detect()
-        return self._layout
 
     @property
     def tag(self) -> str:
@@ -140,8 +131,7 @@ class Engine:
         raise NotFound(f"no container {ref!r}; see: forge container list")
 
     def cgroup(self, data: dict[str, Any]) -> _cgroups.Cgroup:
-        relpath = data.get("cgroup")
-        return _cgroups.Cgroup(self.layout if relpath else _cgroups.NO_LAYOUT, relpath)
+        return _cgroups.Cgroup(data.get("cgroup"))
 
     def pids(self, data: dict[str, Any]) -> list[int]:
         """Every process of a running container: its cgroup's, else its PID namespace's."""
@@ -244,10 +234,10 @@ class Engine:
                     self.remove(name)
                 removed.append(name)
         known = set(_listdir(self.dir))
-        for parent in {os.path.dirname(d) for d in _cgroups.Cgroup(self.layout, f"{self.tag}/x").dirs()}:
+        for parent in {os.path.dirname(d) for d in _cgroups.Cgroup(f"{self.tag}/x").dirs()}:
             for name in _listdir(parent):
                 if os.path.isdir(os.path.join(parent, name)) and name not in known:
-                    _cgroups.Cgroup(self.layout, f"{self.tag}/{name}").remove()
+                    _cgroups.Cgroup(f"{self.tag}/{name}").remove()
                     removed.append(f"cgroup {name}")
         return removed
 

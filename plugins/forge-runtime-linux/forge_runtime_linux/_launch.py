@@ -55,8 +55,7 @@ def check_request(engine: Engine, req: dict[str, Any]) -> None:
     for vol in req["volumes"]:
         if not os.path.isabs(vol["source"]) or not os.path.exists(vol["source"]):
             raise NotFound(f"volume source {vol['source']!r} does not exist (use an absolute host path)")
-    if req["resources"]:
-        _cgroups.refuse_unenforceable(engine.layout, req["resources"])
+    _cgroups.refuse_unenforceable(req["resources"])
     if req.get("name") and any(d.get("name") == req["name"] for d in engine.list_states()):
         raise Unsupported(f"a container named {req['name']!r} already exists; delete it first")
 

@@ -203,7 +203,7 @@ class TestLimits:
             v1={"pids": "/sys/fs/cgroup/pids"}, v2=None, v2_controllers=frozenset()
         )
         with pytest.raises(Unsupported, match="no memory cgroup controller"):
-            _cgroups.refuse_unenforceable(layout, {"memory": 1 << 20})
+            _cgroups.refuse_unenforceable({"memory": 1 << 20}, layout)
 
 
 class TestNetwork:
