@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ def read_outputs(path: Path | None) -> dict[str, Any]:
     A file whose first non-blank character is ``{`` is one JSON object; anything else is
     ``key=value`` lines (values are strings; blank lines and ``#`` comments are skipped).
     """
-    if path is None or not os.access(path, os.F_OK):  # no file: no exception to raise
+    if path is None:
         return {}
     try:
         with open(path, "rb") as fh:
