@@ -7,16 +7,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import anyio
 import pytest
+from helpers import PY
 
 from forge_core.queue import open_queue
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "agents.md"
-PY = sys.executable
 
 
 def doc_files() -> dict[str, str]:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,12 +16,10 @@ from typing import Any
 import anyio
 import psutil
 import pytest
+from helpers import FORGE, PY
 
 from forge_core.abc import NewItem, QueueItem
 from forge_core.queue import open_queue
-
-PY = sys.executable
-FORGE = [PY, "-c", "from forge_core.cli import main; main()"]
 
 AGENT = """
 import json, os, sys, time

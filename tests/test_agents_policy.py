@@ -8,8 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import anyio
 import psutil
 import pytest
+from helpers import FORGE, PY, wait_for
 
 from forge_core.abc import NewItem, Queue
 from forge_core.agents import AgentManager, PoolConfig, RetryPolicy
@@ -25,8 +24,6 @@ from forge_core.runtime.process import ProcessRuntime
 
 pytestmark = pytest.mark.anyio
 
-PY = sys.executable
-FORGE = [PY, "-c", "from forge_core.cli import main; main()"]
 
 AGENT = """
 import json, sys
@@ -137,14 +134,6 @@ def pool(agent: Path, cli_env: dict[str, str]) -> Iterator[subprocess.Popen[byte
 def forge(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*FORGE, *args], env=env, capture_output=True, text=True,
                           timeout=60, check=False)
-
-
-def wait_for(check: Callable[[], Any], what: str, limit: float = 30) -> Any:
-    deadline = time.monotonic() + limit
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 class TestPauseResume:

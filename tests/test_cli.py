@@ -7,16 +7,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-PY = sys.executable
-FORGE = [PY, "-c", "from forge_core.cli import main; main()"]
+from helpers import FORGE, PY, wait_for
 
 
 @pytest.fixture
@@ -210,14 +205,6 @@ class TestBadInput:
         assert "-p key=value" in result.stderr
 
 
-def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.05)
-
-
 class TestCrashAndResume:
     def test_a_killed_run_resumes_without_rerunning_succeeded_tasks(
         self, tmp_path: Path, env: dict[str, str]
@@ -243,7 +230,7 @@ class TestCrashAndResume:
         """)
         proc = subprocess.Popen([*FORGE, "run", "w"], cwd=tmp_path, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for(lambda: ledger.exists() and "middle" in ledger.read_text())
+        wait_for(lambda: ledger.exists() and "middle" in ledger.read_text())
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         gate.touch()
@@ -275,7 +262,7 @@ class TestCrashAndResume:
         """)
         proc = subprocess.Popen([*FORGE, "run", "w"], cwd=tmp_path, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _wait_for(started.exists)
+        wait_for(started.exists)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err

@@ -8,14 +8,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import FORGE, PY, wait_for
 
 from forge_core.events import Event, EventBus
 from forge_core.runner import run_workflow
@@ -24,8 +21,6 @@ from forge_core.state import StateStore
 
 pytestmark = pytest.mark.anyio
 
-PY = sys.executable
-FORGE = [PY, "-c", "from forge_core.cli import main; main()"]
 SECRET = 'tok-"Zq8\\secret-value-91'
 FORMS = (SECRET, json.dumps(SECRET)[1:-1], base64.b64encode(SECRET.encode()).decode())
 
@@ -43,16 +38,6 @@ while not os.path.exists(sys.argv[1]):
     time.sleep(0.05)
 print("done", flush=True)
 """
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def assert_masked(log: Path, masks: int) -> None:

@@ -7,15 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-PY = sys.executable
-FORGE = [PY, "-c", "from forge_core.cli import main; main()"]
+from helpers import FORGE, PY
 
 
 @pytest.fixture
