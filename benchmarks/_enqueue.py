@@ -46,30 +46,26 @@ def _peer_bulk(system: str, url: str, n: int) -> float | None:
 
         q = RQueue("default", connection=redis.Redis.from_url(url))
         jobs = [RQueue.prepare_data(peer_rq.noop, args=(i,)) for i in range(n)]
-        start = _now()
+        start = time.perf_counter()
         q.enqueue_many(jobs)
-        return _now() - start
+        return time.perf_counter() - start
     if system == "celery":
         import peer_celery
         from celery import group
 
         signatures = [peer_celery.noop.s(i) for i in range(n)]
-        start = _now()
+        start = time.perf_counter()
         group(signatures).apply_async()
-        return _now() - start
+        return time.perf_counter() - start
     if system == "dramatiq":
         import dramatiq
         import peer_dramatiq
 
         messages = [peer_dramatiq.noop.message(i) for i in range(n)]
-        start = _now()
+        start = time.perf_counter()
         dramatiq.group(messages).run()
-        return _now() - start
+        return time.perf_counter() - start
     return None
-
-
-def _now() -> float:
-    return time.perf_counter()
 
 
 def enqueue_peer(system: str, url: str, n: int, form: str, sentinel: bool) -> float | None:
@@ -81,15 +77,15 @@ def enqueue_peer(system: str, url: str, n: int, form: str, sentinel: bool) -> fl
     if form == "bulk":
         took = _peer_bulk(system, url, n)
     elif form == "callers":
-        start = _now()
+        start = time.perf_counter()
         with ThreadPoolExecutor(CALLERS) as pool:
             list(pool.map(send, range(n), chunksize=64))
-        took = _now() - start
+        took = time.perf_counter() - start
     else:
-        start = _now()
+        start = time.perf_counter()
         for i in range(n):
             send(i)
-        took = _now() - start
+        took = time.perf_counter() - start
     if sentinel:
         send("sentinel")
     return took
@@ -102,13 +98,13 @@ async def _enqueue_arq(url: str, n: int, form: str, sentinel: bool) -> float | N
     if form == "bulk":
         return None
     pool = await create_pool(RedisSettings.from_dsn(url))
-    start = _now()
+    start = time.perf_counter()
     if form == "callers":
         await _callers(lambda i: pool.enqueue_job("noop", i), n)
     else:
         for i in range(n):
             await pool.enqueue_job("noop", i)
-    took = _now() - start
+    took = time.perf_counter() - start
     if sentinel:
         await pool.enqueue_job("noop", "sentinel")
     await pool.aclose()
@@ -130,7 +126,7 @@ async def enqueue_forge(queue: Queue, n: int, form: str, sentinel: bool) -> floa
     """Seconds a Forge queue took to enqueue ``n`` no-op items: one ``put`` at a time,
     ``put_many`` (as ``forge task submit --file`` does), or CALLERS concurrent ``put`` calls."""
     items = [NewItem(kind="noop", payload=i) for i in range(n)]
-    start = _now()
+    start = time.perf_counter()
     if form == "bulk":
         await queue.put_many(items)
     elif form == "callers":
@@ -138,7 +134,7 @@ async def enqueue_forge(queue: Queue, n: int, form: str, sentinel: bool) -> floa
     else:
         for item in items:
             await queue.put(item)
-    took = _now() - start
+    took = time.perf_counter() - start
     if sentinel:
         await queue.put(NewItem(kind="noop", payload="sentinel", priority=5))
     await queue.aclose()
