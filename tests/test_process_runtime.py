@@ -144,7 +144,6 @@ class TestProcessRuntime:
         finally:
             await runtime.remove(handle)
             probe.close()
-            probe.close()
 
     async def test_child_dies_with_forge(self, tmp_path: Path) -> None:
         """A non-detached tree is killed when the process that started it is SIGKILLed."""
