@@ -9,6 +9,7 @@ structures its options into the class's own attrs ``Config`` (when it has one), 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
@@ -59,6 +60,11 @@ _KNOWN: dict[tuple[str, str], str] = {
 
 # test registrations: (group, name) -> object, consulted before entry points
 _registered: dict[tuple[str, str], Any] = {}
+
+# what load_class found, per (group, name, sys.path): a run, a daemon, a benchmark load the
+# same few plugins again and again, and each look costs two scans of every installed
+# distribution (10-30 ms); installs during a process show up under a changed sys.path
+_loaded: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
 @attrs.frozen(kw_only=True)
@@ -132,11 +138,20 @@ def load_class(group: str, name: str) -> Any:
     """The class (or, for ``cli``, the Typer app) registered as ``name`` in ``group``.
 
     Raises :class:`PluginError` naming the distribution to install when it is missing, both
-    distributions when two claim the name, and the import error when it is broken.
+    distributions when two claim the name, and the import error when it is broken. What
+    loaded is remembered for the process (per ``sys.path``); a failure is looked up again.
     """
     namespace = _namespace(group)
     if (group, name) in _registered:
         return _check(group, name, _registered[(group, name)], "a test registration")
+    key = (group, name, tuple(sys.path))
+    found = _loaded.get(key)
+    if found is None:
+        found = _loaded[key] = _load_class(group, namespace, name)
+    return found
+
+
+def _load_class(group: str, namespace: str, name: str) -> Any:
     import stevedore
 
     failures: list[str] = []

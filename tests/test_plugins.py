@@ -33,9 +33,10 @@ def site(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "site"
     path.mkdir()
     sys.path.insert(0, str(path))
-    # stevedore caches entry points per process; real installs happen before start-up,
-    # these happen mid-process, so the cache must forget what it saw
+    # stevedore and forge_core.plugins cache what they found per process; real installs
+    # happen before start-up, these mid-process, so the caches must forget what they saw
     stevedore.ExtensionManager.ENTRY_POINT_CACHE.clear()
+    plugins._loaded.clear()
     yield path
     sys.path.remove(str(path))
     for mod in [m for m in sys.modules if m.startswith("fp_")]:
@@ -83,6 +84,24 @@ class TestLoading:
         make_dist(site, "fp-good", "[forge.runtime]\ngood = fp_good:Good\n", "fp_good", GOOD)
         with pytest.raises(ConfigError, match="dpeth"):
             plugins.create("runtime", "good", {"dpeth": 3})
+
+    def test_a_plugin_is_looked_up_once_per_search_path(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Loading the same plugin again scans no distributions; a changed sys.path (where an
+        install made mid-process would appear) looks again."""
+        scans: list[str] = []
+        real = plugins._entry_points
+        monkeypatch.setattr(plugins, "_entry_points", lambda group: scans.append(group) or real(group))
+        plugins._loaded.clear()
+        first = plugins.load_class("runtime", "process")
+        assert first is ProcessRuntime
+        assert scans == ["runtime"]
+        assert plugins.load_class("runtime", "process") is first
+        assert scans == ["runtime"]
+        monkeypatch.syspath_prepend(str(tmp_path))
+        assert plugins.load_class("runtime", "process") is first
+        assert scans == ["runtime", "runtime"]
 
     def test_a_missing_plugin_names_the_distribution_to_install(self) -> None:
         """Asking for router 'caddy' without its distribution says what to pip install."""
