@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -11,10 +14,13 @@ from typing import Any
 import anyio
 import pytest
 
+from forge_core import plugins
+from forge_core.abc import ContainerSpec, Handle
 from forge_core.dag._rules import decide, retry_delay
 from forge_core.events import Event, EventBus
 from forge_core.exceptions import ConfigError, RunLocked
 from forge_core.runner import resume_run, run_workflow
+from forge_core.runtime.process import ProcessRuntime
 from forge_core.spec import HookSpec, TaskSpec, TriggerRule, WorkflowSpec
 from forge_core.state import StateStore
 
@@ -345,6 +351,54 @@ class TestDurability:
         assert seen == checked
         assert checked.count("task.succeeded") == 21
         assert [a.state for t in record.tasks for a in t.attempts] == ["succeeded"] * 21
+
+    async def test_what_a_task_depends_on_is_in_the_store_before_it_starts(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """Starts are committed in groups, yet a task's process starts only once the end of
+        every task it depends on is committed (a kill -9 cannot undo what it started on).
+        The runtime is the real process runtime, reading the store as each child starts."""
+        seen: dict[str, dict[str, str]] = {}
+
+        class Probe(ProcessRuntime):
+            async def start(self, spec: ContainerSpec) -> Handle:
+                task, run_id = spec.labels["forge.task"], spec.labels["forge.run"]
+                seen[task] = {t.name: t.state for t in store.tasks(run_id)}
+                return await super().start(spec)
+
+        spec = workflow(TaskSpec(name="a", command=("true",)),
+                        TaskSpec(name="b", command=("true",), depends_on=("a",)),
+                        TaskSpec(name="c", command=("true",), depends_on=("a", "b")),
+                        runtime="probe")
+        with plugins.register("runtime", "probe", Probe):
+            record = await run(spec, store, tmp_path)
+        assert record.state == "succeeded"
+        assert seen["b"]["a"] == "succeeded"
+        assert (seen["c"]["a"], seen["c"]["b"]) == ("succeeded", "succeeded")
+
+    async def test_a_start_the_database_never_got_is_resumed_as_an_interrupted_attempt(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """Forge SIGKILLed right after writing an attempt's start ahead, before a group commit
+        took it: the resumed run records that attempt as interrupted and runs attempt 2."""
+        run_id = store.create_run("wf", ["t"])
+        killed = subprocess.run([PY, "-c", textwrap.dedent(f"""
+            import os, signal
+            from pathlib import Path
+            from forge_core.state import StateStore
+            from forge_core.state._journal import Journal
+            journal = Journal(StateStore(Path({str(store.path)!r})), {run_id!r})
+            journal.start_attempt("t", 1, None)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)], check=False)
+        assert killed.returncode == -signal.SIGKILL
+        assert store.get_run(run_id).tasks[0].attempts == ()  # only the start file has it
+        record = await resume_run(workflow(TaskSpec(name="t", command=("true",))), run_id,
+                                  store=store, home=tmp_path / "home")
+        assert record.state == "succeeded"
+        assert [(a.number, a.state) for a in record.tasks[0].attempts] == [
+            (1, "interrupted"), (2, "succeeded")]
+        assert not (Path(f"{store.path}-starts") / run_id).exists()
 
     async def test_a_second_engine_on_a_live_run_is_refused(
         self, store: StateStore, tmp_path: Path

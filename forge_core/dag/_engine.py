@@ -1,9 +1,10 @@
 """The DAG engine: drives one run of one workflow to its end, ready-set first.
 
 A task starts the moment its trigger rule allows, within the workflow's concurrency
-limit. Every state change is committed to the :class:`StateStore` (in group commits: an
-attempt's start at once, with whatever is pending) before it is announced on the
-:class:`EventBus`, so a run killed at any moment resumes from the store: finished tasks are
+limit. Every state change is committed to the :class:`StateStore` (in group commits, at
+most ``commit_delay`` after it happened) before it is announced on the :class:`EventBus`;
+an attempt's start is on disk before its process runs (written ahead by the
+:class:`Journal`). So a run killed at any moment resumes from the store: finished tasks are
 never run again, tasks caught running get a new attempt.
 """
 
@@ -53,7 +54,7 @@ class Engine:
     heartbeat: Callable[[], bool] | None = None
     heartbeat_every: float = 5.0
     commit_delay: float = 0.005
-    """Longest a change waits for its group commit when no attempt start commits it sooner."""
+    """Longest a change waits for its group commit."""
     _graph: Graph = attrs.field(init=False)
     _tasks: dict[str, TaskSpec] = attrs.field(init=False)
     _order: list[str] = attrs.field(init=False)
@@ -101,8 +102,7 @@ class Engine:
             self._dirty.set()  # the group committer takes it within commit_delay
 
     async def _group_commit(self) -> None:
-        """Commit what changed at most ``commit_delay`` after it changed (an attempt's start
-        commits at once, and takes everything pending with it)."""
+        """Commit what changed at most ``commit_delay`` after it changed."""
         while True:
             await self._dirty.wait()
             await anyio.sleep(self.commit_delay)
@@ -198,11 +198,19 @@ class Engine:
                     self._journal.set_run_state(final, finished_at=time.time())
                     self._emit("run.finished", state=final)
                     self._commit()
+            self._journal.close(remove=not self._lost)
         return final
 
     def _load(self, tasks: Any) -> None:
+        lost: dict[str, list[tuple[int, float, str | None]]] = {}
+        for task, number, at, log_path in Journal.lost_starts(self.store, self.run_id):
+            lost.setdefault(task, []).append((number, at, log_path))
         for t in tasks:
             self._attempts[t.name] = max((a.number for a in t.attempts), default=0)
+            for number, at, log_path in lost.get(t.name, ()):
+                if number > self._attempts[t.name]:  # started, never committed: it is void
+                    self._journal.record_lost_start(t.name, number, at, log_path)
+                    self._attempts[t.name] = number
             self._outputs[t.name] = t.outputs
             if t.next_try_at is not None:
                 self._next_try[t.name] = t.next_try_at
@@ -345,10 +353,11 @@ class Engine:
             self._journal.start_attempt(spec.name, number, None)
             return Outcome(status="failed", error=str(exc), started_at=now, finished_at=now)
         log_path = str(run.log_path) if run.log_path else None
-        self._journal.start_attempt(spec.name, number, log_path)
+        if any(self._journal.pending(d) for d in spec.depends_on):
+            self._commit()  # what it starts on is on disk before it starts
+        self._journal.start_attempt(spec.name, number, log_path)  # on disk when it returns
         self._emit("task.started", spec.name, attempt=number)
         self._states[spec.name] = "running"
-        self._commit()  # the attempt is on disk before anything of it runs
         try:
             executor = self.executor_for(spec)
             if self._pipes is not None:

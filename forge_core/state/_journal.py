@@ -4,13 +4,23 @@
 A task's successive states in one batch become one row update, an attempt started and ended
 in one batch one row; events keep their order. Nothing is announced before it is committed:
 the engine publishes a batch's events only after :meth:`commit` returned.
+
+An attempt's start must be on disk before its process runs, yet a transaction per start
+would cost more than the rest of the engine's work for a short task. So a start is written
+ahead: one line appended to the run's start file (``<database>-starts/<run id>``), which
+outlives a killed Forge as the database's WAL does, then committed with the next batch, after
+which the file is emptied. A resumed run reads the starts the database never got
+(:meth:`Journal.lost_starts`) and records them as interrupted attempts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._store import run_state_update
@@ -38,6 +48,10 @@ class Journal:
     def __init__(self, store: StateStore, run_id: str) -> None:
         self._store = store
         self._run_id = run_id
+        self._starts_path = starts_file(store, run_id)
+        self._starts: int | None = None
+        """The start file, opened on the first start; emptied by each commit."""
+        self._written_ahead = False
         self._tasks: dict[str, list[Any]] = {}
         self._attempts: dict[tuple[str, int], list[Any]] = {}
         self._open: dict[tuple[str, int], list[Any]] = {}
@@ -47,6 +61,10 @@ class Journal:
 
     def __bool__(self) -> bool:
         return bool(self._tasks or self._attempts or self._events or self._other)
+
+    def pending(self, task: str) -> bool:
+        """Whether a state of ``task`` waits for the next commit."""
+        return task in self._tasks
 
     def set_task(
         self, task: str, state: str, *, outputs: Mapping[str, Any] | None = None,
@@ -62,10 +80,53 @@ class Journal:
                 row[2] = encoded
 
     def start_attempt(self, task: str, number: int, log_path: str | None) -> None:
-        """Record a running attempt (and its task as running)."""
+        """Record a running attempt (and its task as running), on disk when this returns:
+        written ahead to the start file, committed with the next batch."""
         row = [self._run_id, task, number, "running", time.time(), None, None, "", log_path]
+        if self._starts is None:
+            self._starts_path.parent.mkdir(parents=True, exist_ok=True)
+            self._starts = os.open(self._starts_path,
+                                   os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.write(self._starts, (_encode([task, number, row[4], log_path]) + "\n").encode())
+        self._written_ahead = True
         self._open[task, number] = self._attempts[task, number] = row
         self.set_task(task, "running")
+
+    def record_lost_start(self, task: str, number: int, started_at: float,
+                          log_path: str | None) -> None:
+        """An attempt that started (see :meth:`lost_starts`) but was never committed: it
+        ended, unseen, when its engine did."""
+        self._attempts[task, number] = [self._run_id, task, number, "interrupted", started_at,
+                                        time.time(), None, "engine stopped mid-attempt",
+                                        log_path]
+        self._written_ahead = True  # the next commit empties the start file
+
+    @staticmethod
+    def lost_starts(store: StateStore, run_id: str) -> list[tuple[str, int, float, str | None]]:
+        """Starts of ``run_id`` written ahead and maybe never committed: (task, attempt,
+        started at, log path) — the caller skips those the database has. A line cut short
+        by the kill is skipped (its attempt never started)."""
+        try:
+            lines = starts_file(store, run_id).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        found = []
+        for line in lines:
+            try:
+                task, number, at, log_path = json.loads(line)
+            except ValueError:
+                continue
+            found.append((str(task), int(number), float(at), log_path))
+        return found
+
+    def close(self, *, remove: bool = True) -> None:
+        """The run is over: the start file goes (``remove=False``: another engine took the
+        run, and the file is its own now)."""
+        if self._starts is not None:
+            os.close(self._starts)
+            self._starts = None
+        if remove:
+            self._starts_path.unlink(missing_ok=True)
 
     def finish_attempt(
         self, task: str, number: int, state: str, *, exit_code: int | None = None,
@@ -108,3 +169,15 @@ class Journal:
         self._attempts = {}
         self._events = []
         self._other = []
+        if self._written_ahead:  # every start in the file is committed now
+            if self._starts is not None:
+                os.ftruncate(self._starts, 0)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.truncate(self._starts_path, 0)
+            self._written_ahead = False
+
+
+def starts_file(store: StateStore, run_id: str) -> Path:
+    """Where the starts of ``run_id`` are written ahead."""
+    return Path(f"{store.path}-starts") / run_id
