@@ -38,6 +38,8 @@ _ATTEMPTS = ("INSERT OR REPLACE INTO attempts (run_id, task, number, state, star
              " finished_at, exit_code, error, log_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _FINISH = ("UPDATE attempts SET state = ?, finished_at = ?, exit_code = ?, error = ?"
            " WHERE run_id = ? AND task = ? AND number = ?")
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+"""(Windows has no O_CLOEXEC: its descriptors are not inherited unless asked.)"""
 _EVENTS = "INSERT INTO events (run_id, kind, at, task, data) VALUES (?, ?, ?, ?, ?)"
 
 
@@ -85,8 +87,7 @@ class Journal:
         row = [self._run_id, task, number, "running", time.time(), None, None, "", log_path]
         if self._starts is None:
             self._starts_path.parent.mkdir(parents=True, exist_ok=True)
-            self._starts = os.open(self._starts_path,
-                                   os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._starts = os.open(self._starts_path, _APPEND, 0o600)
         os.write(self._starts, (_encode([task, number, row[4], log_path]) + "\n").encode())
         self._written_ahead = True
         self._open[task, number] = self._attempts[task, number] = row
