@@ -203,7 +203,7 @@ class Engine:
 
     def _load(self, tasks: Any) -> None:
         lost: dict[str, list[tuple[int, float, str | None]]] = {}
-        for task, number, at, log_path in Journal.lost_starts(self.store, self.run_id):
+        for task, number, at, log_path in self._journal.lost_starts():
             lost.setdefault(task, []).append((number, at, log_path))
         for t in tasks:
             self._attempts[t.name] = max((a.number for a in t.attempts), default=0)
@@ -287,8 +287,7 @@ class Engine:
     async def _worker(self) -> None:
         while True:
             while self._ready:
-                name = self._ready.popleft()
-                await self._drive_task(name)
+                await self._drive_task(self._ready.popleft())
             self._idle += 1
             try:
                 await self._more.wait()

@@ -15,7 +15,6 @@ which the file is emptied. A resumed run reads the starts the database never got
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -38,9 +37,10 @@ _ATTEMPTS = ("INSERT OR REPLACE INTO attempts (run_id, task, number, state, star
              " finished_at, exit_code, error, log_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _FINISH = ("UPDATE attempts SET state = ?, finished_at = ?, exit_code = ?, error = ?"
            " WHERE run_id = ? AND task = ? AND number = ?")
-_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-"""(Windows has no O_CLOEXEC: its descriptors are not inherited unless asked.)"""
 _EVENTS = "INSERT INTO events (run_id, kind, at, task, data) VALUES (?, ?, ?, ?, ?)"
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+"""How the start file is opened (Windows has no O_CLOEXEC: its descriptors are not
+inherited unless asked)."""
 
 
 class Journal:
@@ -50,10 +50,11 @@ class Journal:
     def __init__(self, store: StateStore, run_id: str) -> None:
         self._store = store
         self._run_id = run_id
-        self._starts_path = starts_file(store, run_id)
+        self._starts_path = Path(f"{store.path}-starts") / run_id
         self._starts: int | None = None
-        """The start file, opened on the first start; emptied by each commit."""
+        """The start file's descriptor, opened on first use (see :meth:`_start_file`)."""
         self._written_ahead = False
+        """The start file holds lines the next commit makes redundant."""
         self._tasks: dict[str, list[Any]] = {}
         self._attempts: dict[tuple[str, int], list[Any]] = {}
         self._open: dict[tuple[str, int], list[Any]] = {}
@@ -85,10 +86,7 @@ class Journal:
         """Record a running attempt (and its task as running), on disk when this returns:
         written ahead to the start file, committed with the next batch."""
         row = [self._run_id, task, number, "running", time.time(), None, None, "", log_path]
-        if self._starts is None:
-            self._starts_path.parent.mkdir(parents=True, exist_ok=True)
-            self._starts = os.open(self._starts_path, _APPEND, 0o600)
-        os.write(self._starts, (_encode([task, number, row[4], log_path]) + "\n").encode())
+        os.write(self._start_file(), (_encode([task, number, row[4], log_path]) + "\n").encode())
         self._written_ahead = True
         self._open[task, number] = self._attempts[task, number] = row
         self.set_task(task, "running")
@@ -102,13 +100,12 @@ class Journal:
                                         log_path]
         self._written_ahead = True  # the next commit empties the start file
 
-    @staticmethod
-    def lost_starts(store: StateStore, run_id: str) -> list[tuple[str, int, float, str | None]]:
-        """Starts of ``run_id`` written ahead and maybe never committed: (task, attempt,
-        started at, log path) — the caller skips those the database has. A line cut short
-        by the kill is skipped (its attempt never started)."""
+    def lost_starts(self) -> list[tuple[str, int, float, str | None]]:
+        """Starts written ahead by an earlier engine of this run and maybe never committed:
+        (task, attempt, started at, log path) — the caller skips those the database has. A
+        line cut short by the kill is skipped (its attempt never started)."""
         try:
-            lines = starts_file(store, run_id).read_text(encoding="utf-8").splitlines()
+            lines = self._starts_path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return []
         found = []
@@ -171,14 +168,11 @@ class Journal:
         self._events = []
         self._other = []
         if self._written_ahead:  # every start in the file is committed now
-            if self._starts is not None:
-                os.ftruncate(self._starts, 0)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.truncate(self._starts_path, 0)
+            os.ftruncate(self._start_file(), 0)
             self._written_ahead = False
 
-
-def starts_file(store: StateStore, run_id: str) -> Path:
-    """Where the starts of ``run_id`` are written ahead."""
-    return Path(f"{store.path}-starts") / run_id
+    def _start_file(self) -> int:
+        if self._starts is None:
+            self._starts_path.parent.mkdir(parents=True, exist_ok=True)
+            self._starts = os.open(self._starts_path, _APPEND, 0o600)
+        return self._starts

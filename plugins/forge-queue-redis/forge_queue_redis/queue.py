@@ -53,8 +53,8 @@ class RedisConfig:
 class RedisQueue(Queue):
     """A :class:`~forge_core.abc.Queue` in Redis (see the module docstring).
 
-    Idle consumers block in ``BLPOP`` on a wake list that every put pushes to, and :meth:`wait` blocks on a
-    list the finishing transition pushes to, so neither polls.
+    Idle consumers block in ``BLPOP`` on a wake list that every put pushes to, and
+    :meth:`wait` blocks on a list the finishing transition pushes to, so neither polls.
     """
 
     name: ClassVar[str] = "redis"

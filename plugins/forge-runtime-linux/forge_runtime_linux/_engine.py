@@ -108,12 +108,8 @@ class Engine:
         os.replace(tmp, path)
 
     def list_states(self) -> list[dict[str, Any]]:
-        try:
-            names = sorted(os.listdir(self.dir))
-        except FileNotFoundError:
-            return []
         out = []
-        for name in names:
+        for name in sorted(_listdir(self.dir)):
             if not name.startswith("."):
                 with contextlib.suppress(NotFound):
                     out.append(self.state(name))
