@@ -4,8 +4,11 @@ Engine overhead per task = (Forge's wall time - a bare loop doing the same work)
 engine CPU per task = CPU time of the Forge process, every thread, children excluded / tasks
 (steadier than wall time on a busy machine). Forge and the bare loop run alternately
 BENCH_ROUNDS times (default 3) and the best round of each counts, so a burst of load on a
-shared machine spoils one round, not the figure. Prints a table and one JSON line; asserts
-nothing. Run: python benchmarks/bench_workflow.py
+shared machine spoils one round, not the figure. Every run gets a fresh Forge home, and all
+of them are deleted only at the end: on an ext4 without a journal, creating files within
+minutes of deleting thousands is several times slower (inode allocation skips recently
+freed inodes), which would charge the benchmark's own clean-up to the next round. Prints a
+table and one JSON line; asserts nothing. Run: python benchmarks/bench_workflow.py
 """
 
 from __future__ import annotations
@@ -55,21 +58,22 @@ def bare_fanout(n: int, workers: int = 2) -> float:
     return time.perf_counter() - start
 
 
-def forge_run(spec: WorkflowSpec) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of one run of ``spec``."""
-    with tempfile.TemporaryDirectory() as home:
-        store = StateStore(Path(home) / "state.db")
+def forge_run(spec: WorkflowSpec, homes: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one run of ``spec``, in a new Forge
+    home under ``homes``."""
+    home = Path(tempfile.mkdtemp(dir=homes))
+    store = StateStore(home / "state.db")
 
-        async def main() -> str:
-            # only the state leaves the loop: asyncio.run's exit formats the repr of the main
-            # task's result (~13 ms for a record of 1001 tasks), which no engine pays for
-            return (await run_workflow(spec, store=store, home=Path(home))).state
+    async def main() -> str:
+        # only the state leaves the loop: asyncio.run's exit formats the repr of the main
+        # task's result (~13 ms for a record of 1001 tasks), which no engine pays for
+        return (await run_workflow(spec, store=store, home=home)).state
 
-        start, cpu = time.perf_counter(), time.process_time()
-        state = anyio.run(main)
-        took, cpu = time.perf_counter() - start, time.process_time() - cpu
-        assert state == "succeeded", state
-        return took, cpu
+    start, cpu = time.perf_counter(), time.process_time()
+    state = anyio.run(main)
+    took, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert state == "succeeded", state
+    return took, cpu
 
 
 def step(value: int) -> dict[str, int]:
@@ -126,13 +130,14 @@ def main() -> None:
                         depends_on=tuple(f"t{i}" for i in range(FANOUT)))),
     )
     bare, forge_fan, fan_cpu, bare_chain, forge_chain, chain_cpu = (float("inf"),) * 6
-    for _ in range(ROUNDS):  # alternating, best of each
-        bare = min(bare, bare_fanout(FANOUT))
-        took, cpu = forge_run(fan)
-        forge_fan, fan_cpu = min(forge_fan, took), min(fan_cpu, cpu)
-        bare_chain = min(bare_chain, bare_steps(CHAIN))
-        took, cpu = forge_run(chain_spec(CHAIN))
-        forge_chain, chain_cpu = min(forge_chain, took), min(chain_cpu, cpu)
+    with tempfile.TemporaryDirectory() as homes:  # deleted after the last round
+        for _ in range(ROUNDS):  # alternating, best of each
+            bare = min(bare, bare_fanout(FANOUT))
+            took, cpu = forge_run(fan, Path(homes))
+            forge_fan, fan_cpu = min(forge_fan, took), min(fan_cpu, cpu)
+            bare_chain = min(bare_chain, bare_steps(CHAIN))
+            took, cpu = forge_run(chain_spec(CHAIN), Path(homes))
+            forge_chain, chain_cpu = min(forge_chain, took), min(chain_cpu, cpu)
     results = {
         "machine": f"{os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}",
         "rounds": ROUNDS,

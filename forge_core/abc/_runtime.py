@@ -51,7 +51,10 @@ class Resources:
 
     def asked(self) -> frozenset[str]:
         """Names of the limits that were asked for."""
-        return frozenset(f.name for f in attrs.fields(Resources) if getattr(self, f.name) is not None)
+        return frozenset(name for name in _LIMITS if getattr(self, name) is not None)
+
+
+_LIMITS = tuple(f.name for f in attrs.fields(Resources))
 
 
 @attrs.frozen(kw_only=True)

@@ -61,7 +61,7 @@ class LogPipes:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pump.run)
                 try:
-                    outcome = await executor.submit(attrs.evolve(run, log_path=pump.fifo))
+                    outcome = await executor.submit(_through(run, pump.fifo))
                 finally:
                     tg.cancel_scope.cancel()
         finally:
@@ -141,3 +141,12 @@ class _Pump:
             except OSError as exc:  # a full disk loses log lines, never the run
                 log.warning("cannot write a task log: %s", exc)
                 return
+
+
+def _through(run: TaskRun, fifo: Path) -> TaskRun:
+    """``run`` logging into ``fifo``: its own log path, and its command's where that is the
+    same file (the engine's resolver gives a command the attempt's log path)."""
+    container = run.container
+    if container is not None and container.log_path == run.log_path:
+        container = attrs.evolve(container, log_path=fifo)
+    return attrs.evolve(run, log_path=fifo, container=container)

@@ -187,11 +187,11 @@ class TaskResolver:
     def resolve(
         self, task: TaskSpec, attempt: int, outputs: Mapping[str, Mapping[str, Any]]
     ) -> TaskRun:
-        log_path = Path(self.log_path(task.name, attempt))
+        base = f"{self._logs()}/{task.name}.{attempt}"
         common: dict[str, Any] = {
             "run_id": self.run_id, "task": task.name, "attempt": attempt,
             "timeout": task.timeout, "grace": task.grace,
-            "log_path": log_path, "output_path": log_path.with_suffix(".out"),  # parsed once
+            "log_path": Path(f"{base}.log"), "output_path": Path(f"{base}.out"),
             "skip_exit_codes": () if task.skip_exit_code is None else (task.skip_exit_code,),
         }
         if task.python is not None or task.func is not None:
@@ -199,8 +199,9 @@ class TaskResolver:
             available = {**self.params, **{d: dict(outputs.get(d, {})) for d in task.depends_on}}
             return TaskRun(**common, kind=task.kind or "python", python=task.python, func=func,
                            inputs=_accepted(func, available))
-        return TaskRun(**common, kind=task.kind or "command",
-                       container=self._container(task, _LazyContext(self, outputs)))
+        container = self._container(task, _LazyContext(self, outputs), attempt=attempt,
+                                    log_path=common["log_path"], output=f"{base}.out")
+        return TaskRun(**common, kind=task.kind or "command", container=container)
 
     def log_path(self, task: str, attempt: int) -> str:
         """Where attempt ``attempt`` of ``task`` logs."""
@@ -225,7 +226,12 @@ class TaskResolver:
             }
         return self._run_env
 
-    def _container(self, task: TaskSpec, ctx: Mapping[str, Any]) -> ContainerSpec:
+    def _container(
+        self, task: TaskSpec, ctx: Mapping[str, Any], *, attempt: int, log_path: Path,
+        output: str,
+    ) -> ContainerSpec:
+        """The attempt's command, its environment ending with every ``FORGE_*`` variable
+        (those of the attempt too, so an executor has nothing to add), and its log file."""
         assert task.command is not None
         env = {**self.spec.env, **task.env}
         env = {k: render_text(v, ctx) for k, v in env.items()}
@@ -236,6 +242,8 @@ class TaskResolver:
         else:
             argv = render_argv(task.command, ctx)
         env.update(self._tail_env())
+        env.update(FORGE_RUN_ID=self.run_id, FORGE_TASK=task.name, FORGE_ATTEMPT=str(attempt),
+                   FORGE_OUTPUT=output)
         if task.workdir:
             workdir = Path(task.workdir)
             if not workdir.is_absolute():
@@ -251,6 +259,7 @@ class TaskResolver:
             ports=tuple(_port(p) for p in task.ports),
             network="private" if task.image else "host",
             labels={"forge.run": self.run_id, "forge.task": task.name},
+            log_path=log_path,
         )
 
     def redact(self, obj: Any) -> Any:

@@ -114,9 +114,15 @@ class BaseExecutor(Executor):
 
 
 def _with_forge_env(run: TaskRun, container: ContainerSpec) -> ContainerSpec:
+    """``container`` with the attempt's ``FORGE_*`` variables and log file (the engine's
+    resolver already put them there; a run built by other code may lack them)."""
+    env = forge_env(run)
+    if container.log_path is not None and all(
+            container.env.get(key) == value for key, value in env.items()):
+        return container
     return attrs.evolve(
         container,
-        env={**container.env, **forge_env(run)},
+        env={**container.env, **env},
         log_path=container.log_path if container.log_path is not None else run.log_path,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,14 @@ def read_outputs(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8")
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:  # most tasks write none: no file object for them
         return {}
+    except OSError as exc:
+        raise OutputError(f"cannot read output file {path}: {exc}") from None
+    try:
+        with open(fd, "rb") as fh:
+            text = fh.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise OutputError(f"cannot read output file {path}: {exc}") from None
     if text.lstrip().startswith("{"):

@@ -266,8 +266,11 @@ def _start_error(spec: ContainerSpec, exc: OSError) -> ForgeError:
     return ForgeError(f"cannot start {spec.command[0]}: {exc.strerror or exc}")
 
 
+_PIDFDS = hasattr(os, "pidfd_open") and hasattr(anyio, "wait_readable")
+
+
 def _pidfd(pid: int) -> int | None:
-    if not hasattr(os, "pidfd_open") or not hasattr(anyio, "wait_readable"):
+    if not _PIDFDS:
         return None
     try:
         return os.pidfd_open(pid)
