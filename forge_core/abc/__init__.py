@@ -1,7 +1,7 @@
 """The six interfaces every Forge backend implements, and the records they exchange."""
 
 from ._common import Availability
-from ._executor import Executor, Outcome, OutcomeStatus, TaskRun
+from ._executor import Executor, Outcome, OutcomeStatus, TaskRun, attempt_env
 from ._image_store import Image, ImageStore, StoreUsage
 from ._queue import ItemState, Lease, NewItem, Queue, QueueItem, QueueStats
 from ._router import Route, Router, RouterHealth, RouteSet
@@ -46,4 +46,5 @@ __all__ = [
     "TaskRun",
     "Trigger",
     "Volume",
+    "attempt_env",
 ]

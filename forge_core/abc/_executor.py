@@ -22,9 +22,19 @@ if TYPE_CHECKING:
     from ._queue import Queue
     from ._runtime import Runtime
 
-__all__ = ["Executor", "Outcome", "OutcomeStatus", "TaskRun"]
+__all__ = ["Executor", "Outcome", "OutcomeStatus", "TaskRun", "attempt_env"]
 
 OutcomeStatus = Literal["succeeded", "failed", "skipped", "timed_out", "cancelled"]
+
+
+def attempt_env(
+    run_id: str, task: str, attempt: int, output_path: str | Path | None,
+) -> dict[str, str]:
+    """The ``FORGE_*`` variables of one attempt that every task process sees."""
+    env = {"FORGE_RUN_ID": run_id, "FORGE_TASK": task, "FORGE_ATTEMPT": str(attempt)}
+    if output_path is not None:
+        env["FORGE_OUTPUT"] = str(output_path)
+    return env
 
 
 @attrs.frozen(kw_only=True)

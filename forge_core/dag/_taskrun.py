@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from ..abc import ContainerSpec, PortMapping, Resources, TaskRun, Volume
+from ..abc import ContainerSpec, PortMapping, Resources, TaskRun, Volume, attempt_env
 from ..exceptions import ConfigError, TaskFailed
 from ..secrets import StreamRedactor
 from ..spec import TaskSpec, WorkflowSpec
@@ -187,11 +187,11 @@ class TaskResolver:
     def resolve(
         self, task: TaskSpec, attempt: int, outputs: Mapping[str, Mapping[str, Any]]
     ) -> TaskRun:
-        base = f"{self._logs()}/{task.name}.{attempt}"
+        stem = self._stem(task.name, attempt)
         common: dict[str, Any] = {
             "run_id": self.run_id, "task": task.name, "attempt": attempt,
             "timeout": task.timeout, "grace": task.grace,
-            "log_path": Path(f"{base}.log"), "output_path": Path(f"{base}.out"),
+            "log_path": Path(f"{stem}.log"), "output_path": Path(f"{stem}.out"),
             "skip_exit_codes": () if task.skip_exit_code is None else (task.skip_exit_code,),
         }
         if task.python is not None or task.func is not None:
@@ -199,13 +199,18 @@ class TaskResolver:
             available = {**self.params, **{d: dict(outputs.get(d, {})) for d in task.depends_on}}
             return TaskRun(**common, kind=task.kind or "python", python=task.python, func=func,
                            inputs=_accepted(func, available))
-        container = self._container(task, _LazyContext(self, outputs), attempt=attempt,
-                                    log_path=common["log_path"], output=f"{base}.out")
+        container = self._container(
+            task, _LazyContext(self, outputs), log_path=common["log_path"],
+            forge_env=attempt_env(self.run_id, task.name, attempt, f"{stem}.out"))
         return TaskRun(**common, kind=task.kind or "command", container=container)
 
     def log_path(self, task: str, attempt: int) -> str:
         """Where attempt ``attempt`` of ``task`` logs."""
-        return f"{self._logs()}/{task}.{attempt}.log"
+        return f"{self._stem(task, attempt)}.log"
+
+    def _stem(self, task: str, attempt: int) -> str:
+        """An attempt's files, less their suffix (``.log``, ``.out``)."""
+        return f"{self._logs()}/{task}.{attempt}"
 
     def _logs(self) -> str:
         """The run's log folder, made on first use."""
@@ -227,11 +232,11 @@ class TaskResolver:
         return self._run_env
 
     def _container(
-        self, task: TaskSpec, ctx: Mapping[str, Any], *, attempt: int, log_path: Path,
-        output: str,
+        self, task: TaskSpec, ctx: Mapping[str, Any], *, log_path: Path,
+        forge_env: Mapping[str, str],
     ) -> ContainerSpec:
         """The attempt's command, its environment ending with every ``FORGE_*`` variable
-        (those of the attempt too, so an executor has nothing to add), and its log file."""
+        (``forge_env``, the attempt's, too: an executor has nothing to add), and its log."""
         assert task.command is not None
         env = {**self.spec.env, **task.env}
         env = {k: render_text(v, ctx) for k, v in env.items()}
@@ -242,8 +247,7 @@ class TaskResolver:
         else:
             argv = render_argv(task.command, ctx)
         env.update(self._tail_env())
-        env.update(FORGE_RUN_ID=self.run_id, FORGE_TASK=task.name, FORGE_ATTEMPT=str(attempt),
-                   FORGE_OUTPUT=output)
+        env.update(forge_env)
         if task.workdir:
             workdir = Path(task.workdir)
             if not workdir.is_absolute():

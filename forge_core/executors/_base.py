@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..abc import ContainerSpec, Executor, ExitStatus, Outcome, OutcomeStatus, Runtime, TaskRun
+from ..abc import (
+    ContainerSpec,
+    Executor,
+    ExitStatus,
+    Outcome,
+    OutcomeStatus,
+    Runtime,
+    TaskRun,
+    attempt_env,
+)
 from ..exceptions import ForgeError
 from ..runtime import ProcessRuntime
 from ._outputs import OutputError, read_outputs
@@ -32,11 +41,8 @@ def outcome(status: OutcomeStatus, started: float, **fields: Any) -> Outcome:
 
 
 def forge_env(run: TaskRun) -> dict[str, str]:
-    """The ``FORGE_*`` variables every task process sees."""
-    env = {"FORGE_RUN_ID": run.run_id, "FORGE_TASK": run.task, "FORGE_ATTEMPT": str(run.attempt)}
-    if run.output_path is not None:
-        env["FORGE_OUTPUT"] = str(run.output_path)
-    return env
+    """The ``FORGE_*`` variables of ``run`` that every task process sees."""
+    return attempt_env(run.run_id, run.task, run.attempt, run.output_path)
 
 
 def write_log(path: Path | None, text: str) -> None:

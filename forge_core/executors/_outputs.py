@@ -10,6 +10,9 @@ from typing import Any
 __all__ = ["OutputError", "read_outputs"]
 
 
+_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)  # Windows has no O_CLOEXEC
+
+
 class OutputError(Exception):
     """The output file is malformed; the message names the file and the offending line."""
 
@@ -23,7 +26,7 @@ def read_outputs(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, _READ)
     except FileNotFoundError:  # most tasks write none: no file object for them
         return {}
     except OSError as exc:
