@@ -47,6 +47,11 @@ class EventBus:
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback)
 
+    @property
+    def listened(self) -> bool:
+        """Whether anyone subscribed (a publisher may skip building events otherwise)."""
+        return bool(self._subscribers)
+
     def publish(self, event: Event) -> None:
         for callback in list(self._subscribers):
             try:

@@ -239,19 +239,34 @@ class Runtime(abc.ABC):
     ) -> tuple[ExitStatus, bool]:
         """Start, wait (stopping it after ``timeout``), remove. Returns (status, timed_out)."""
         handle = await self.start(spec)
+        ended: tuple[ExitStatus, bool] | None = None
         try:
-            if timeout is None:
-                return await self.wait(handle), False
-            status: ExitStatus | None = None
-            with anyio.move_on_after(timeout):
-                status = await self.wait(handle)
-            if status is not None:
-                return status, False
-            with anyio.CancelScope(shield=True):
-                stopped = await self.stop(handle, grace)
-            return stopped, True
+            ended = await self._wait_or_stop(handle, timeout, grace)
+            return ended
         finally:
-            with anyio.CancelScope(shield=True):
-                # whatever happened (done, timed out, cancelled), nothing it started survives
-                await self.signal(handle, _signal.SIGKILL)
-                await self.remove(handle)
+            if ended is None or not self.discard(handle):
+                with anyio.CancelScope(shield=True):
+                    # whatever happened (done, timed out, cancelled), nothing it started
+                    # survives
+                    await self.signal(handle, _signal.SIGKILL)
+                    await self.remove(handle)
+
+    async def _wait_or_stop(
+        self, handle: Handle, timeout: float | None, grace: float
+    ) -> tuple[ExitStatus, bool]:
+        if timeout is None:
+            return await self.wait(handle), False
+        status: ExitStatus | None = None
+        with anyio.move_on_after(timeout):
+            status = await self.wait(handle)
+        if status is not None:
+            return status, False
+        with anyio.CancelScope(shield=True):
+            stopped = await self.stop(handle, grace)
+        return stopped, True
+
+    def discard(self, handle: Handle) -> bool:
+        """Forget a container that ended and left nothing behind (no process, file, cgroup
+        or mount to release), without a trip through the event loop; ``False`` when it
+        needs :meth:`remove`. The default always says ``False``."""
+        return False

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import anyio
@@ -24,13 +24,13 @@ from ..abc import Executor, Outcome
 from ..events import Event, EventBus
 from ..exceptions import RunLocked
 from ..spec import TaskSpec, WorkflowSpec
-from ..state import FINISHED_TASK_STATES, StateStore
+from ..state import FINISHED_TASK_STATES, StateStore, TaskRecord
 from ..state._journal import Journal
 from ._graph import Graph
 from ._logpipe import LogPipes
 from ._rules import EARLY_RULES, decide, retry_delay
 from ._sla import SlaWatch
-from ._taskrun import TaskResolver
+from ._taskrun import NullRedactor, TaskResolver
 
 __all__ = ["Engine"]
 
@@ -70,8 +70,12 @@ class Engine:
     _wake: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _started_at: float = attrs.field(init=False, default=0.0)
     _journal: Journal = attrs.field(init=False)
-    _announce: list[Event] = attrs.field(init=False, factory=list)
+    _announce: list[tuple[str, str | None, float, Mapping[str, Any]]] = attrs.field(
+        init=False, factory=list)
+    """Committed-to-be events: (kind, task, at, data)."""
     _dirty: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _dirty_set: bool = attrs.field(init=False, default=False)
+    _redacting: bool = attrs.field(init=False, default=False)
     _ready: deque[str] = attrs.field(init=False, factory=deque)
     _more: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _workers: int = attrs.field(init=False, default=0)
@@ -84,6 +88,7 @@ class Engine:
         self._graph = Graph({t.name: tuple(t.depends_on) for t in self.spec.tasks})
         self._order = list(self._graph.topological_order())
         self._journal = Journal(self.store, self.run_id)
+        self._redacting = not isinstance(self.resolver.redactor, NullRedactor)
         if self.resolver.secret_env:
             self._pipes = LogPipes(self.resolver.redactor.stream,
                                    root=self.resolver.home / "pipes", run_id=self.run_id)
@@ -91,14 +96,18 @@ class Engine:
     # -- committing and announcing -------------------------------------------------------
 
     def _commit(self) -> None:
-        """Write every pending change in one transaction, then announce its events."""
+        """Write every pending change in one transaction, then announce its events (built
+        only when someone listens)."""
         self._journal.commit()
         events, self._announce = self._announce, []
-        for event in events:
-            self.bus.publish(event)
+        if self.bus.listened:
+            for kind, task, at, data in events:
+                self.bus.publish(Event(kind=kind, run_id=self.run_id, workflow=self.spec.name,
+                                       at=at, task=task, data=data))
 
     def _changed(self) -> None:
-        if not self._dirty.is_set():
+        if not self._dirty_set:
+            self._dirty_set = True
             self._dirty.set()  # the group committer takes it within commit_delay
 
     async def _group_commit(self) -> None:
@@ -106,7 +115,7 @@ class Engine:
         while True:
             await self._dirty.wait()
             await anyio.sleep(self.commit_delay)
-            self._dirty = anyio.Event()
+            self._dirty, self._dirty_set = anyio.Event(), False
             self._commit()
 
     def _emit(self, kind: str, task: str | None = None, **data: Any) -> None:
@@ -114,10 +123,11 @@ class Engine:
 
     def _record(self, kind: str, task: str | None, data: dict[str, Any]) -> None:
         """Store an event; announce it once committed."""
-        event = Event(kind=kind, run_id=self.run_id, workflow=self.spec.name,
-                      at=time.time(), task=task, data=self.resolver.redact(data))
-        self._journal.add_event(kind, task, event.data, event.at)
-        self._announce.append(event)
+        if self._redacting:
+            data = self.resolver.redact(data)
+        at = time.time()
+        self._journal.add_event(kind, task, data, at)
+        self._announce.append((kind, task, at, data))
         self._changed()
 
     def _set(self, task: str, state: str, *, event: str | None = None, **data: Any) -> None:
@@ -162,10 +172,12 @@ class Engine:
 
     async def run(self) -> str:
         """Drive the run to its end; returns the final run state."""
-        record = self.store.get_run(self.run_id)
+        record = self.store.get_run(self.run_id, with_tasks=False)
         resumed = record.started_at is not None
         self._started_at = record.started_at or time.time()
-        self._load(record.tasks)
+        lost = self._journal.lost_starts()
+        # a run that never started and wrote no start ahead has every task pending
+        self._load(self.store.tasks(self.run_id) if resumed or lost else (), lost)
         self._journal.set_run_state("running", started_at=self._started_at)
         self._emit("run.resumed" if resumed else "run.started",
                    params=dict(record.params), logical_date=record.logical_date)
@@ -201,9 +213,10 @@ class Engine:
             self._journal.close(remove=not self._lost)
         return final
 
-    def _load(self, tasks: Any) -> None:
+    def _load(self, tasks: Iterable[TaskRecord],
+              lost_starts: Iterable[tuple[str, int, float, str | None]]) -> None:
         lost: dict[str, list[tuple[int, float, str | None]]] = {}
-        for task, number, at, log_path in self._journal.lost_starts():
+        for task, number, at, log_path in lost_starts:
             lost.setdefault(task, []).append((number, at, log_path))
         for t in tasks:
             self._attempts[t.name] = max((a.number for a in t.attempts), default=0)
@@ -228,6 +241,10 @@ class Engine:
                 self._journal.set_task(t.name, state)
             self._states[t.name] = state
             self._unfinished += state not in FINISHED_TASK_STATES
+        for name in self._order:  # a run that never started: every task pending
+            if name not in self._states:
+                self._states[name] = "pending"
+                self._unfinished += 1
         for name in self._order:
             self._open_deps[name] = sum(self._states[d] not in FINISHED_TASK_STATES
                                         for d in self._graph.dependencies(name))
@@ -341,6 +358,8 @@ class Engine:
         number = self._attempts.get(spec.name, 0) + 1
         self._attempts[spec.name] = number
         outcome = await self._run_attempt(spec, number)
+        if not (self._redacting and outcome.error):
+            return outcome, number
         error = self.resolver.redact(outcome.error)
         return (outcome if error == outcome.error else attrs.evolve(outcome, error=error)), number
 
@@ -371,6 +390,8 @@ class Engine:
                                      error=outcome.error, finished_at=outcome.finished_at or None)
 
     def _fire(self, ref: str | None, event: str, task: str, attempt: int, outcome: Outcome) -> None:
+        if ref is None:
+            return
         self._fire_hook(ref, event, task, attempt=attempt, status=outcome.status,
                         exit_code=outcome.exit_code, error=outcome.error)
 

@@ -164,6 +164,8 @@ class TaskResolver:
     secret_env: Mapping[str, str] = attrs.field(factory=dict)
     redactor: Redacting = attrs.field(factory=NullRedactor)
     _log_dir: str | None = attrs.field(default=None, init=False)
+    _log_folder: Path | None = attrs.field(default=None, init=False)
+    _workdirs: dict[str | None, str] = attrs.field(factory=dict, init=False)
     _base_dir: Path | None = attrs.field(default=None, init=False)
     _run_env: dict[str, str] | None = attrs.field(default=None, init=False)
 
@@ -187,11 +189,13 @@ class TaskResolver:
     def resolve(
         self, task: TaskSpec, attempt: int, outputs: Mapping[str, Mapping[str, Any]]
     ) -> TaskRun:
-        stem = self._stem(task.name, attempt)
+        name = f"{task.name}.{attempt}"
+        folder = self._logs()
+        log_path, output_path = folder / f"{name}.log", folder / f"{name}.out"
         common: dict[str, Any] = {
             "run_id": self.run_id, "task": task.name, "attempt": attempt,
             "timeout": task.timeout, "grace": task.grace,
-            "log_path": Path(f"{stem}.log"), "output_path": Path(f"{stem}.out"),
+            "log_path": log_path, "output_path": output_path,
             "skip_exit_codes": () if task.skip_exit_code is None else (task.skip_exit_code,),
         }
         if task.python is not None or task.func is not None:
@@ -200,25 +204,21 @@ class TaskResolver:
             return TaskRun(**common, kind=task.kind or "python", python=task.python, func=func,
                            inputs=_accepted(func, available))
         container = self._container(
-            task, _LazyContext(self, outputs), log_path=common["log_path"],
-            forge_env=attempt_env(self.run_id, task.name, attempt, f"{stem}.out"))
+            task, _LazyContext(self, outputs), log_path=log_path,
+            forge_env=attempt_env(self.run_id, task.name, attempt, f"{self._log_dir}/{name}.out"))
         return TaskRun(**common, kind=task.kind or "command", container=container)
 
     def log_path(self, task: str, attempt: int) -> str:
         """Where attempt ``attempt`` of ``task`` logs."""
-        return f"{self._stem(task, attempt)}.log"
+        return f"{self._logs()}/{task}.{attempt}.log"
 
-    def _stem(self, task: str, attempt: int) -> str:
-        """An attempt's files, less their suffix (``.log``, ``.out``)."""
-        return f"{self._logs()}/{task}.{attempt}"
-
-    def _logs(self) -> str:
+    def _logs(self) -> Path:
         """The run's log folder, made on first use."""
-        if self._log_dir is None:
+        if self._log_folder is None:
             folder = self.home / "logs" / self.run_id
             folder.mkdir(parents=True, exist_ok=True)
-            self._log_dir = str(folder)
-        return self._log_dir
+            self._log_dir, self._log_folder = str(folder), folder
+        return self._log_folder
 
     def _tail_env(self) -> dict[str, str]:
         """What every task's environment ends with: secrets, then ``FORGE_*`` of the run."""
@@ -237,34 +237,41 @@ class TaskResolver:
     ) -> ContainerSpec:
         """The attempt's command, its environment ending with every ``FORGE_*`` variable
         (``forge_env``, the attempt's, too: an executor has nothing to add), and its log."""
-        assert task.command is not None
+        command = task.command
+        assert command is not None
         env = {**self.spec.env, **task.env}
-        env = {k: render_text(v, ctx) for k, v in env.items()}
+        if any("${{" in value for value in env.values()):
+            env = {k: render_text(v, ctx) for k, v in env.items()}
         if task.shell:
-            line, values = render_shell(task.command, ctx)
+            line, values = render_shell(command, ctx)
             argv: tuple[str, ...] = ("/bin/sh", "-c", line)
             env.update(values)
+        elif isinstance(command, tuple) and not any("${{" in part for part in command):
+            argv = command  # nothing to split or fill
         else:
-            argv = render_argv(task.command, ctx)
+            argv = render_argv(command, ctx)
         env.update(self._tail_env())
         env.update(forge_env)
-        if task.workdir:
-            workdir = Path(task.workdir)
-            if not workdir.is_absolute():
-                workdir = self.base_dir / workdir
-        else:
-            workdir = self.base_dir
         r = task.resources
         return ContainerSpec(
             command=argv, name=f"{self.run_id}-{task.name}", image=task.image, env=env,
-            workdir=str(workdir) if task.image is None else task.workdir,
+            workdir=self._workdir(task.workdir) if task.image is None else task.workdir,
             resources=_resources(r.memory, r.cpus, r.pids, r.cpu_time),
-            volumes=tuple(_volume(v) for v in task.volumes),
-            ports=tuple(_port(p) for p in task.ports),
+            volumes=tuple(_volume(v) for v in task.volumes) if task.volumes else (),
+            ports=tuple(_port(p) for p in task.ports) if task.ports else (),
             network="private" if task.image else "host",
             labels={"forge.run": self.run_id, "forge.task": task.name},
             log_path=log_path,
         )
+
+    def _workdir(self, workdir: str | None) -> str:
+        """Where a host command with ``workdir:`` runs (relative to the workflow file)."""
+        found = self._workdirs.get(workdir)
+        if found is None:
+            path = self.base_dir if not workdir else Path(workdir)
+            found = self._workdirs[workdir] = str(
+                path if path.is_absolute() else self.base_dir / path)
+        return found
 
     def redact(self, obj: Any) -> Any:
         if isinstance(obj, str):

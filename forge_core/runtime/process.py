@@ -17,6 +17,7 @@ import os
 import secrets
 import signal as _signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ import psutil
 
 from ..abc import Availability, ContainerSpec, ExitStatus, Handle, Runtime, Stats
 from ..exceptions import ForgeError, NotFound, Unsupported
-from . import _spawn, _watchdog
+from . import _exits, _spawn, _watchdog
 from ._streams import FdReceiveStream, FdSendStream
 
 __all__ = ["ProcessRuntime"]
@@ -128,13 +129,17 @@ class ProcessRuntime(Runtime):
         if child.status is None:  # once reaped, its group is already gone
             _killpg(child.pid, signum)
 
-    async def remove(self, handle: Handle) -> None:
+    def discard(self, handle: Handle) -> bool:
         child = self._children.get(handle.id)
-        if child is None:
+        if child is not None and (child.status is None or child.stdio is not None):
+            return False  # still running, or pipes to close
+        self._children.pop(handle.id, None)  # reaped (with the rest of its group)
+        return True
+
+    async def remove(self, handle: Handle) -> None:
+        if self.discard(handle):  # gone already, or nothing left to await
             return
-        if child.status is not None and child.stdio is None:  # reaped: nothing left to await
-            self._children.pop(handle.id, None)
-            return
+        child = self._children[handle.id]
         with anyio.CancelScope(shield=True):
             if child.status is None:
                 _killpg(child.pid, _signal.SIGKILL)
@@ -176,8 +181,12 @@ def _environment(spec: ContainerSpec) -> dict[bytes, bytes]:
         raw = getattr(os.environ, "_data", None)  # CPython on POSIX: the bytes dict itself
         env = dict(raw) if isinstance(raw, dict) else {
             os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
-    env.update((os.fsencode(k), os.fsencode(v)) for k, v in spec.env.items())
+    for key, value in spec.env.items():  # os.fsencode's work, without its checks per string
+        env[key.encode(_FS_ENCODING, _FS_ERRORS)] = value.encode(_FS_ENCODING, _FS_ERRORS)
     return env
+
+
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 def _open_log(path: Path) -> int:
@@ -281,7 +290,7 @@ def _pidfd(pid: int) -> int | None:
 async def _wait_exited(child: _Child) -> None:
     """Return once the leader exited, without reaping it (its zombie still holds the pgid)."""
     if child.pidfd is not None:
-        await anyio.wait_readable(child.pidfd)
+        await _exits.wait_exited(child.pidfd)
         return
     pid = child.pid
     await anyio.to_thread.run_sync(

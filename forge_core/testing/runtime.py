@@ -189,6 +189,19 @@ class RuntimeConformance:
         await runtime.remove(handle)
         assert handle.id not in {h.id for h in await runtime.list()}
 
+    async def test_discard_keeps_a_running_container(self, runtime: Runtime) -> None:
+        """discard() refuses a container that still runs; run() leaves nothing listed."""
+        handle = await runtime.start(self.make_spec("sleep", "1000"))
+        try:
+            assert not runtime.discard(handle)
+            assert handle.id in {h.id for h in await runtime.list()}
+        finally:
+            await runtime.remove(handle)
+        status, timed_out = await runtime.run(self.make_spec("true"))
+        assert status.ok
+        assert not timed_out
+        assert await runtime.list() == []
+
     async def test_remove_kills_a_running_container(self, runtime: Runtime, tmp_path: Path) -> None:
         """Removing a running container kills every process of it."""
         probe = FifoProbe(tmp_path / "probe")
