@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 
 from forge_core.runner import run_workflow
+from forge_core.runtime import own_descriptors
 from forge_core.spec import TaskSpec, WorkflowSpec
 from forge_core.state import StateStore
 
@@ -123,6 +124,7 @@ def interpreter_startup(repeats: int = 10) -> float:
 
 
 def main() -> None:
+    own_descriptors()  # as `forge run` does: this process's descriptors are Forge's own
     fan = WorkflowSpec(
         name="fanout", concurrency=2,
         tasks=(*(TaskSpec(name=f"t{i}", command=("true",)) for i in range(FANOUT)),

@@ -92,6 +92,28 @@ class TestProcessRuntime:
             os.close(fd)
         assert sorted(log.read_text().split()) == ["0", "1", "2"]
 
+    def test_no_descriptor_leaks_from_a_process_that_owns_them(self, tmp_path: Path) -> None:
+        """In a process that declared its descriptors its own (as the forge command does),
+        an inheritable descriptor is still not inherited, and the process keeps it open."""
+        log = tmp_path / "log"
+        script = textwrap.dedent(f"""
+            import os, anyio
+            from forge_core.abc import ContainerSpec
+            from forge_core.runtime import ProcessRuntime, own_descriptors
+            fd = os.dup2(os.open(os.devnull, os.O_RDONLY), 77)
+            os.set_inheritable(fd, True)
+            owned = own_descriptors()
+            spec = ContainerSpec(command=["sh", "-c", "ls /proc/$$/fd"], log_path={str(log)!r})
+            anyio.run(ProcessRuntime().run, spec)
+            os.fstat(fd)
+            print(owned)
+        """)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              check=True)
+        on_linux_before_313 = sys.platform.startswith("linux") and sys.version_info < (3, 13)
+        assert done.stdout.strip() == str(on_linux_before_313)
+        assert sorted(log.read_text().split()) == ["0", "1", "2"]
+
     async def test_signals_python_ignores_are_default_in_the_child(
         self, runtime: ProcessRuntime, tmp_path: Path
     ) -> None:

@@ -96,7 +96,7 @@ class Executor(abc.ABC):
         self.concurrency = max(1, concurrency)
         self.runtime = runtime
         self.queue = queue
-        self._limiter = anyio.CapacityLimiter(self.concurrency)
+        self._slots = anyio.Semaphore(self.concurrency)
 
     @classmethod
     def available(cls) -> Availability:
@@ -105,13 +105,13 @@ class Executor(abc.ABC):
     async def submit(self, run: TaskRun) -> Outcome:
         """Run ``run`` once a concurrency slot is free and return its outcome."""
         try:
-            self._limiter.acquire_nowait()  # a free slot costs no trip through the event loop
+            self._slots.acquire_nowait()  # a free slot costs no trip through the event loop
         except anyio.WouldBlock:
-            await self._limiter.acquire()
+            await self._slots.acquire()
         try:
             return await self.execute(run)
         finally:
-            self._limiter.release()
+            self._slots.release()
 
     @abc.abstractmethod
     async def execute(self, run: TaskRun) -> Outcome:

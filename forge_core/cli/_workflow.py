@@ -67,7 +67,9 @@ def _execute(target: Target, spec: Any, params: dict[str, str], as_json: bool,
     from ..cli._display import LiveView, PlainView
     from ..events import EventBus
     from ..runner import resume_run, run_workflow
+    from ..runtime import own_descriptors
 
+    own_descriptors()  # this process is Forge's: its tasks inherit none of its descriptors
     home, store = open_home(target.project)
     bus = EventBus()
     live = stdout_is_tty() and not as_json

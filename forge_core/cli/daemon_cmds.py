@@ -264,7 +264,9 @@ def _run_backfill(spec: Any, dates: list[str], home: Path, store: Any, as_json: 
     import anyio
 
     from ..runner import run_workflow
+    from ..runtime import own_descriptors
 
+    own_descriptors()  # this process is Forge's: its tasks inherit none of its descriptors
     results = []
     for date in dates:
         async def one(date: str = date) -> Any:

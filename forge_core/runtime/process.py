@@ -236,7 +236,7 @@ def _adopt(
     watchdog: _watchdog.Watchdog | None,
 ) -> _Child:
     """Register a started child with the watchdog and wrap it for the runtime."""
-    if watchdog is not None:
+    if watchdog is not None and not watchdog.register(pid):  # it died: a new one
         watchdog = _watchdog.protect(pid)
     handle = Handle(
         id=f"proc-{_ID_PREFIX}{next(_ids) & 0xFFFFFF:06x}",
