@@ -8,8 +8,8 @@ never raises for a failing task — only for its own breakage.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
@@ -28,12 +28,12 @@ OutcomeStatus = Literal["succeeded", "failed", "skipped", "timed_out", "cancelle
 
 
 def attempt_env(
-    run_id: str, task: str, attempt: int, output_path: str | Path | None,
+    run_id: str, task: str, attempt: int, output_path: str | os.PathLike[str] | None,
 ) -> dict[str, str]:
     """The ``FORGE_*`` variables of one attempt that every task process sees."""
     env = {"FORGE_RUN_ID": run_id, "FORGE_TASK": task, "FORGE_ATTEMPT": str(attempt)}
     if output_path is not None:
-        env["FORGE_OUTPUT"] = str(output_path)
+        env["FORGE_OUTPUT"] = os.fspath(output_path)
     return env
 
 
@@ -57,8 +57,9 @@ class TaskRun:
     """Keyword arguments for a Python task (params and upstream outputs it asked for)."""
     timeout: float | None = None
     grace: float = 10.0
-    log_path: Path | None = None
-    output_path: Path | None = None
+    log_path: str | os.PathLike[str] | None = None
+    """File that receives the attempt's output (a path: a ``str`` or a ``Path``)."""
+    output_path: str | os.PathLike[str] | None = None
     """File the task writes ``key=value`` lines or JSON to (``$FORGE_OUTPUT``)."""
     skip_exit_codes: tuple[int, ...] = ()
 

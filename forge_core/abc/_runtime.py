@@ -9,9 +9,9 @@ instead of silently ignoring it.
 from __future__ import annotations
 
 import abc
+import os
 import signal as _signal
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import anyio
@@ -55,6 +55,7 @@ class Resources:
 
 
 _LIMITS = tuple(f.name for f in attrs.fields(Resources))
+_NO_LIMITS = Resources()
 
 
 @attrs.frozen(kw_only=True)
@@ -98,8 +99,9 @@ class ContainerSpec:
     volumes: tuple[Volume, ...] = ()
     tmpfs: tuple[str, ...] = ()
     ports: tuple[PortMapping, ...] = ()
-    log_path: Path | None = None
-    """File that receives stdout and stderr (appended). ``None`` discards them unless interactive."""
+    log_path: str | os.PathLike[str] | None = None
+    """File that receives stdout and stderr (appended; a ``str`` or a ``Path``). ``None``
+    discards them unless interactive."""
     interactive: bool = False
     """Keep stdin and stdout as pipes, reachable through :meth:`Runtime.attach`."""
     detach: bool = False
@@ -108,14 +110,15 @@ class ContainerSpec:
 
     def used_features(self) -> frozenset[str]:
         """Feature names this spec asks for, matched against :attr:`Runtime.supports`."""
-        used = {f"resources.{name}" for name in self.resources.asked()}
-        for name in ("image", "user", "hostname", "volumes", "tmpfs", "ports"):
-            if getattr(self, name):
-                used.add(name)
+        used = [f"resources.{name}" for name in self.resources.asked()] if (
+            self.resources != _NO_LIMITS) else []
+        if self.image or self.user or self.hostname or self.volumes or self.tmpfs or self.ports:
+            used += [name for name in ("image", "user", "hostname", "volumes", "tmpfs", "ports")
+                     if getattr(self, name)]
         if self.network != "host":
-            used.add(f"network.{self.network}")
+            used.append(f"network.{self.network}")
         if self.detach:
-            used.add("detach")
+            used.append("detach")
         return frozenset(used)
 
 

@@ -95,7 +95,7 @@ class _Pump:
     redactor: StreamRedactor
 
     @classmethod
-    def open(cls, fifo: Path, log_path: Path, redactor: StreamRedactor) -> _Pump:
+    def open(cls, fifo: Path, log_path: str | os.PathLike[str], redactor: StreamRedactor) -> _Pump:
         # read-write: the pump is a writer too, so the pipe never reads as ended between
         # the task closing it and a late writer (a traceback, the executor's error line)
         read_fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)

@@ -164,7 +164,6 @@ class TaskResolver:
     secret_env: Mapping[str, str] = attrs.field(factory=dict)
     redactor: Redacting = attrs.field(factory=NullRedactor)
     _log_dir: str | None = attrs.field(default=None, init=False)
-    _log_folder: Path | None = attrs.field(default=None, init=False)
     _workdirs: dict[str | None, str] = attrs.field(factory=dict, init=False)
     _base_dir: Path | None = attrs.field(default=None, init=False)
     _run_env: dict[str, str] | None = attrs.field(default=None, init=False)
@@ -189,9 +188,8 @@ class TaskResolver:
     def resolve(
         self, task: TaskSpec, attempt: int, outputs: Mapping[str, Mapping[str, Any]]
     ) -> TaskRun:
-        name = f"{task.name}.{attempt}"
-        folder = self._logs()
-        log_path, output_path = folder / f"{name}.log", folder / f"{name}.out"
+        stem = f"{self._logs()}/{task.name}.{attempt}"
+        log_path, output_path = f"{stem}.log", f"{stem}.out"
         common: dict[str, Any] = {
             "run_id": self.run_id, "task": task.name, "attempt": attempt,
             "timeout": task.timeout, "grace": task.grace,
@@ -205,20 +203,20 @@ class TaskResolver:
                            inputs=_accepted(func, available))
         container = self._container(
             task, _LazyContext(self, outputs), log_path=log_path,
-            forge_env=attempt_env(self.run_id, task.name, attempt, f"{self._log_dir}/{name}.out"))
+            forge_env=attempt_env(self.run_id, task.name, attempt, output_path))
         return TaskRun(**common, kind=task.kind or "command", container=container)
 
     def log_path(self, task: str, attempt: int) -> str:
         """Where attempt ``attempt`` of ``task`` logs."""
         return f"{self._logs()}/{task}.{attempt}.log"
 
-    def _logs(self) -> Path:
+    def _logs(self) -> str:
         """The run's log folder, made on first use."""
-        if self._log_folder is None:
+        if self._log_dir is None:
             folder = self.home / "logs" / self.run_id
             folder.mkdir(parents=True, exist_ok=True)
-            self._log_dir, self._log_folder = str(folder), folder
-        return self._log_folder
+            self._log_dir = str(folder)
+        return self._log_dir
 
     def _tail_env(self) -> dict[str, str]:
         """What every task's environment ends with: secrets, then ``FORGE_*`` of the run."""
@@ -232,7 +230,7 @@ class TaskResolver:
         return self._run_env
 
     def _container(
-        self, task: TaskSpec, ctx: Mapping[str, Any], *, log_path: Path,
+        self, task: TaskSpec, ctx: Mapping[str, Any], *, log_path: str,
         forge_env: Mapping[str, str],
     ) -> ContainerSpec:
         """The attempt's command, its environment ending with every ``FORGE_*`` variable

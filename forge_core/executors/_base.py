@@ -45,7 +45,7 @@ def forge_env(run: TaskRun) -> dict[str, str]:
     return attempt_env(run.run_id, run.task, run.attempt, run.output_path)
 
 
-def write_log(path: Path | None, text: str) -> None:
+def write_log(path: str | os.PathLike[str] | None, text: str) -> None:
     """Append ``text`` to a task's log file, if it has one; a failure to log is only logged."""
     if path is None:
         return

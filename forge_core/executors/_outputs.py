@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 __all__ = ["OutputError", "read_outputs"]
@@ -17,7 +16,7 @@ class OutputError(Exception):
     """The output file is malformed; the message names the file and the offending line."""
 
 
-def read_outputs(path: Path | None) -> dict[str, Any]:
+def read_outputs(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     """Outputs in ``path``: ``{}`` when there is no file or it is empty.
 
     A file whose first non-blank character is ``{`` is one JSON object; anything else is
@@ -41,7 +40,7 @@ def read_outputs(path: Path | None) -> dict[str, Any]:
     return _parse_lines(path, text)
 
 
-def _parse_json(path: Path, text: str) -> dict[str, Any]:
+def _parse_json(path: str | os.PathLike[str], text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as exc:
@@ -51,7 +50,7 @@ def _parse_json(path: Path, text: str) -> dict[str, Any]:
     return value
 
 
-def _parse_lines(path: Path, text: str) -> dict[str, Any]:
+def _parse_lines(path: str | os.PathLike[str], text: str) -> dict[str, Any]:
     outputs: dict[str, Any] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()

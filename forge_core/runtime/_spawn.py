@@ -31,6 +31,10 @@ _DEFAULT_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name))
 """Signals Python ignores, set back to their default in a child (as ``Popen`` does)."""
 
+_ENVIRON: Mapping[bytes, bytes] = getattr(os.environ, "_data", None) or os.environb
+"""Forge's own environment as bytes (CPython's dict behind ``os.environ``, which putenv
+keeps current; ``os.environb`` elsewhere)."""
+
 _FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
 
 def _clamp(res: int, soft: int, hard: int) -> Limit:
@@ -120,7 +124,7 @@ def spawn_direct(
     elif _cloexec is None or _cloexec(3, 0xFFFFFFFF, _CLOSE_RANGE_CLOEXEC) != 0:
         actions[:0] = [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()
                        if fd not in (stdin, stdout, stderr)]
-    if b"/" not in os.fsencode(argv[0]) and env.get(b"PATH") == os.environb.get(b"PATH"):
+    if b"/" not in os.fsencode(argv[0]) and env.get(b"PATH") == _ENVIRON.get(b"PATH"):
         # the child looks it up in PATH, which is Forge's own
         return os.posix_spawnp(argv[0], list(argv), env, file_actions=actions, setsid=True,
                                setsigdef=_DEFAULT_SIGNALS)

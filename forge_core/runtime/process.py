@@ -189,7 +189,7 @@ def _environment(spec: ContainerSpec) -> dict[bytes, bytes]:
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
-def _open_log(path: Path) -> int:
+def _open_log(path: str | os.PathLike[str]) -> int:
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
     try:
         try:

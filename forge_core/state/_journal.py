@@ -29,20 +29,24 @@ if TYPE_CHECKING:
 
 __all__ = ["Journal"]
 
-def _encoder() -> Callable[[Any], str]:
-    """Compact JSON, anything unknown as its ``str``: the C encoder called directly where
-    there is one (``JSONEncoder.encode`` adds a layer of Python per call, a third of the cost
-    of encoding the few fields of an event)."""
+def _encoders() -> tuple[Callable[[Any], str], Callable[[Any], str]]:
+    """Compact JSON, anything unknown as its ``str``, through the C encoder called directly
+    where there is one (``JSONEncoder.encode`` adds a layer of Python per call, a third of
+    the cost of encoding an event's few fields). The first, for a task's outputs, checks for
+    cycles with a fresh ``markers`` dict per call, as JSONEncoder does; the second, for what
+    the engine builds itself (event data, start lines), reuses one encoder without that
+    check."""
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
-        return json.JSONEncoder(separators=(",", ":"), default=str).encode
+        encode: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":"), default=str).encode
+        return encode, encode
     escape = json.encoder.encode_basestring_ascii
-    # a fresh ``markers`` dict per call, as JSONEncoder does: cycles are caught, and a failed
-    # call leaves nothing behind for the next one
-    return lambda obj: "".join(make({}, str, escape, None, ":", ",", False, False, True)(obj, 0))
+    own = make(None, str, escape, None, ":", ",", False, False, True)
+    return (lambda obj: "".join(make({}, str, escape, None, ":", ",", False, False, True)(obj, 0)),
+            lambda obj: "".join(own(obj, 0)))
 
 
-_encode = _encoder()
+_encode, _encode_own = _encoders()
 
 _TASKS = ("UPDATE tasks SET state = ?, next_try_at = ?, outputs = COALESCE(?, outputs)"
           " WHERE run_id = ? AND name = ?")
@@ -87,7 +91,7 @@ class Journal:
         next_try_at: float | None = None,
     ) -> None:
         row = self._tasks.get(task)
-        encoded = None if outputs is None else _encode(dict(outputs))
+        encoded = None if outputs is None else _encode(dict(outputs)) if outputs else "{}"
         if row is None:
             self._tasks[task] = [state, next_try_at, encoded, self._run_id, task]
         else:
@@ -99,7 +103,7 @@ class Journal:
         """Record a running attempt (and its task as running), on disk when this returns:
         written ahead to the start file, committed with the next batch."""
         row = [self._run_id, task, number, "running", time.time(), None, None, "", log_path]
-        os.write(self._start_file(), (_encode([task, number, row[4], log_path]) + "\n").encode())
+        os.write(self._start_file(), (_encode_own([task, number, row[4], log_path]) + "\n").encode())
         self._written_ahead = True
         self._open[task, number] = self._attempts[task, number] = row
         self.set_task(task, "running")
@@ -153,7 +157,7 @@ class Journal:
         self._attempts[task, number] = row
 
     def add_event(self, kind: str, task: str | None, data: Mapping[str, Any], at: float) -> None:
-        self._events.append((self._run_id, kind, at, task, _encode(data)))
+        self._events.append((self._run_id, kind, at, task, _encode_own(data) if data else "{}"))
 
     def set_run_state(self, state: str, **times: float | None) -> None:
         """The run's state and any of ``started_at`` / ``finished_at``."""
