@@ -123,8 +123,7 @@ def _with_forge_env(run: TaskRun, container: ContainerSpec) -> ContainerSpec:
     """``container`` with the attempt's ``FORGE_*`` variables and log file (the engine's
     resolver already put them there; a run built by other code may lack them)."""
     env = forge_env(run)
-    if container.log_path is not None and all(
-            container.env.get(key) == value for key, value in env.items()):
+    if container.log_path is not None and container.env.items() >= env.items():
         return container
     return attrs.evolve(
         container,
