@@ -55,7 +55,6 @@ class Resources:
 
 
 _LIMITS = tuple(f.name for f in attrs.fields(Resources))
-_NO_LIMITS = Resources()
 
 
 @attrs.frozen(kw_only=True)
@@ -110,11 +109,9 @@ class ContainerSpec:
 
     def used_features(self) -> frozenset[str]:
         """Feature names this spec asks for, matched against :attr:`Runtime.supports`."""
-        used = [f"resources.{name}" for name in self.resources.asked()] if (
-            self.resources != _NO_LIMITS) else []
-        if self.image or self.user or self.hostname or self.volumes or self.tmpfs or self.ports:
-            used += [name for name in ("image", "user", "hostname", "volumes", "tmpfs", "ports")
-                     if getattr(self, name)]
+        used = [f"resources.{name}" for name in self.resources.asked()]
+        used += [name for name in ("image", "user", "hostname", "volumes", "tmpfs", "ports")
+                 if getattr(self, name)]
         if self.network != "host":
             used.append(f"network.{self.network}")
         if self.detach:

@@ -74,7 +74,6 @@ class Engine:
         init=False, factory=list)
     """Committed-to-be events: (kind, task, at, data)."""
     _dirty: anyio.Event = attrs.field(init=False, factory=anyio.Event)
-    _dirty_set: bool = attrs.field(init=False, default=False)
     _redacting: bool = attrs.field(init=False, default=False)
     _ready: deque[str] = attrs.field(init=False, factory=deque)
     _more: anyio.Event = attrs.field(init=False, factory=anyio.Event)
@@ -106,8 +105,7 @@ class Engine:
                                        at=at, task=task, data=data))
 
     def _changed(self) -> None:
-        if not self._dirty_set:
-            self._dirty_set = True
+        if not self._dirty.is_set():
             self._dirty.set()  # the group committer takes it within commit_delay
 
     async def _group_commit(self) -> None:
@@ -115,7 +113,7 @@ class Engine:
         while True:
             await self._dirty.wait()
             await anyio.sleep(self.commit_delay)
-            self._dirty, self._dirty_set = anyio.Event(), False
+            self._dirty = anyio.Event()
             self._commit()
 
     def _emit(self, kind: str, task: str | None = None, **data: Any) -> None:

@@ -237,15 +237,11 @@ class TaskResolver:
         (``forge_env``, the attempt's, too: an executor has nothing to add), and its log."""
         command = task.command
         assert command is not None
-        env = {**self.spec.env, **task.env}
-        if any("${{" in value for value in env.values()):
-            env = {k: render_text(v, ctx) for k, v in env.items()}
+        env = {k: render_text(v, ctx) for k, v in {**self.spec.env, **task.env}.items()}
         if task.shell:
             line, values = render_shell(command, ctx)
             argv: tuple[str, ...] = ("/bin/sh", "-c", line)
             env.update(values)
-        elif isinstance(command, tuple) and not any("${{" in part for part in command):
-            argv = command  # nothing to split or fill
         else:
             argv = render_argv(command, ctx)
         env.update(self._tail_env())
@@ -255,8 +251,8 @@ class TaskResolver:
             command=argv, name=f"{self.run_id}-{task.name}", image=task.image, env=env,
             workdir=self._workdir(task.workdir) if task.image is None else task.workdir,
             resources=_resources(r.memory, r.cpus, r.pids, r.cpu_time),
-            volumes=tuple(_volume(v) for v in task.volumes) if task.volumes else (),
-            ports=tuple(_port(p) for p in task.ports) if task.ports else (),
+            volumes=tuple(_volume(v) for v in task.volumes),
+            ports=tuple(_port(p) for p in task.ports),
             network="private" if task.image else "host",
             labels={"forge.run": self.run_id, "forge.task": task.name},
             log_path=log_path,

@@ -38,12 +38,8 @@ class _Exits:
 
     async def wait(self, pidfd: int) -> None:
         future = self._loop.create_future()
+        self._epoll.register(pidfd, _ONCE)  # nothing reads the set before the await below
         self._waiting[pidfd] = future
-        try:
-            self._epoll.register(pidfd, _ONCE)
-        except BaseException:
-            del self._waiting[pidfd]
-            raise
         try:
             await future
         finally:  # out of the set, so the next waiter (after a cancel) can register it again

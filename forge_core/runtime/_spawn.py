@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["Limit", "direct", "own_descriptors", "rlimits_for", "spawn", "spawn_direct"]
+__all__ = ["ENVIRON", "Limit", "direct", "own_descriptors", "rlimits_for", "spawn", "spawn_direct"]
 
 Limit = tuple[int, int, int]
 """(resource, soft, hard) for :func:`resource.setrlimit`."""
@@ -31,7 +31,7 @@ _DEFAULT_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name))
 """Signals Python ignores, set back to their default in a child (as ``Popen`` does)."""
 
-_ENVIRON: Mapping[bytes, bytes] = getattr(os.environ, "_data", None) or os.environb
+ENVIRON: Mapping[bytes, bytes] = getattr(os.environ, "_data", None) or os.environb
 """Forge's own environment as bytes (CPython's dict behind ``os.environ``, which putenv
 keeps current; ``os.environb`` elsewhere)."""
 
@@ -124,7 +124,7 @@ def spawn_direct(
     elif _cloexec is None or _cloexec(3, 0xFFFFFFFF, _CLOSE_RANGE_CLOEXEC) != 0:
         actions[:0] = [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()
                        if fd not in (stdin, stdout, stderr)]
-    if b"/" not in os.fsencode(argv[0]) and env.get(b"PATH") == _ENVIRON.get(b"PATH"):
+    if b"/" not in os.fsencode(argv[0]) and env.get(b"PATH") == ENVIRON.get(b"PATH"):
         # the child looks it up in PATH, which is Forge's own
         return os.posix_spawnp(argv[0], list(argv), env, file_actions=actions, setsid=True,
                                setsigdef=_DEFAULT_SIGNALS)

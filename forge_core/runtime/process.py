@@ -176,11 +176,7 @@ class ProcessRuntime(Runtime):
 def _environment(spec: ContainerSpec) -> dict[bytes, bytes]:
     """The child's environment, as the bytes ``exec`` takes (no decoding of Forge's whole
     environment and encoding it again for every child)."""
-    env: dict[bytes, bytes] = {}
-    if spec.inherit_env:
-        raw = getattr(os.environ, "_data", None)  # CPython on POSIX: the bytes dict itself
-        env = dict(raw) if isinstance(raw, dict) else {
-            os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+    env = dict(_spawn.ENVIRON) if spec.inherit_env else {}
     for key, value in spec.env.items():  # os.fsencode's work, without its checks per string
         env[key.encode(_FS_ENCODING, _FS_ERRORS)] = value.encode(_FS_ENCODING, _FS_ERRORS)
     return env

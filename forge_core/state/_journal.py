@@ -91,7 +91,7 @@ class Journal:
         next_try_at: float | None = None,
     ) -> None:
         row = self._tasks.get(task)
-        encoded = None if outputs is None else _encode(dict(outputs)) if outputs else "{}"
+        encoded = None if outputs is None else _encode(dict(outputs))
         if row is None:
             self._tasks[task] = [state, next_try_at, encoded, self._run_id, task]
         else:
@@ -157,7 +157,7 @@ class Journal:
         self._attempts[task, number] = row
 
     def add_event(self, kind: str, task: str | None, data: Mapping[str, Any], at: float) -> None:
-        self._events.append((self._run_id, kind, at, task, _encode_own(data) if data else "{}"))
+        self._events.append((self._run_id, kind, at, task, _encode_own(data)))
 
     def set_run_state(self, state: str, **times: float | None) -> None:
         """The run's state and any of ``started_at`` / ``finished_at``."""
