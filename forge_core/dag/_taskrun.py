@@ -188,7 +188,7 @@ class TaskResolver:
     def resolve(
         self, task: TaskSpec, attempt: int, outputs: Mapping[str, Mapping[str, Any]]
     ) -> TaskRun:
-        stem = f"{self._logs()}/{task.name}.{attempt}"
+        stem = self._stem(task.name, attempt)
         log_path, output_path = f"{stem}.log", f"{stem}.out"
         common: dict[str, Any] = {
             "run_id": self.run_id, "task": task.name, "attempt": attempt,
@@ -208,7 +208,11 @@ class TaskResolver:
 
     def log_path(self, task: str, attempt: int) -> str:
         """Where attempt ``attempt`` of ``task`` logs."""
-        return f"{self._logs()}/{task}.{attempt}.log"
+        return f"{self._stem(task, attempt)}.log"
+
+    def _stem(self, task: str, attempt: int) -> str:
+        """An attempt's files without their suffix: ``<run's log folder>/<task>.<attempt>``."""
+        return f"{self._logs()}/{task}.{attempt}"
 
     def _logs(self) -> str:
         """The run's log folder, made on first use."""
