@@ -22,11 +22,13 @@ def read_outputs(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     A file whose first non-blank character is ``{`` is one JSON object; anything else is
     ``key=value`` lines (values are strings; blank lines and ``#`` comments are skipped).
     """
-    if path is None:
+    if path is None or not os.access(path, os.F_OK):
+        # most tasks write none: asked without an exception (whose message costs a strerror
+        # and a decode per task), and no file object for them
         return {}
     try:
         fd = os.open(path, _READ)
-    except FileNotFoundError:  # most tasks write none: no file object for them
+    except FileNotFoundError:  # gone since (a task's own background process removed it)
         return {}
     except OSError as exc:
         raise OutputError(f"cannot read output file {path}: {exc}") from None
