@@ -25,9 +25,10 @@ from .dag._taskrun import NullRedactor, TaskResolver
 from .events import Event, EventBus
 from .exceptions import ConfigError, PluginError
 from .spec import TaskSpec, WorkflowSpec
-from .state import RunRecord, StateStore
+from .state import PendingHook, RunRecord, StateStore
 
-__all__ = ["check_plugins", "merge_params", "new_owner_id", "resume_run", "run_workflow"]
+__all__ = ["check_plugins", "deliver_hooks", "merge_params", "new_owner_id", "resume_run",
+           "run_workflow"]
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,11 @@ async def _drive(
     store.claim_run(run_id, owner)
     try:
         async with anyio.create_task_group() as hooks:
-            def fire(ref: str, event: str, payload: Mapping[str, Any]) -> None:
-                hooks.start_soon(_run_hook, spec, run_id, ref, event, payload, store, bus, redactor)
+            def fire(hook: PendingHook) -> None:
+                hooks.start_soon(_send_hook, spec, hook, store, bus, redactor)
 
+            for hook in store.pending_hooks(run_id):  # committed by an engine killed before
+                fire(hook)                            # it could send them
             engine = Engine(spec=spec, run_id=run_id, store=store, bus=bus,
                             executor_for=backends.executor_for, resolver=resolver, hook=fire,
                             heartbeat=lambda: store.heartbeat(run_id, owner))
@@ -148,18 +151,41 @@ async def _drive(
     return store.get_run(run_id)
 
 
-async def _run_hook(
-    spec: WorkflowSpec, run_id: str, ref: str, event: str, payload: Mapping[str, Any],
-    store: StateStore, bus: EventBus, redactor: Any,
+async def _send_hook(
+    spec: WorkflowSpec, hook: PendingHook, store: StateStore, bus: EventBus, redactor: Any,
 ) -> None:
+    """Make one committed hook call, then record how it ended and take it out of the outbox
+    (a kill in between sends it again: at least once)."""
     from .hooks import run_hook
 
-    result = await run_hook(ref, spec, event, payload, redactor=redactor)
+    result = await run_hook(hook.ref, spec, hook.event, hook.payload, redactor=redactor)
     kind = "hook.succeeded" if result.ok else "hook.failed"
-    data = {"hook": ref, "event": event, "detail": redactor.redact(result.detail)}
-    task, at = payload.get("task"), time.time()
-    store.add_event(run_id, kind, task=task, data=data, at=at)
-    bus.publish(Event(kind=kind, run_id=run_id, workflow=spec.name, at=at, task=task, data=data))
+    data = {"hook": hook.ref, "event": hook.event, "detail": redactor.redact(result.detail)}
+    task, at = hook.payload.get("task"), time.time()
+    store.hook_sent(hook, kind, task=task, data=data, at=at)
+    bus.publish(Event(kind=kind, run_id=hook.run_id, workflow=spec.name, at=at, task=task,
+                      data=data))
+
+
+async def deliver_hooks(
+    spec: WorkflowSpec, run_id: str, *, store: StateStore, bus: EventBus | None = None,
+    owner: str | None = None,
+) -> int:
+    """Make the hook calls a killed engine committed for ``run_id`` (a run that finished, so
+    nothing resumes it) and never recorded as sent; returns how many. Raises
+    :class:`~forge_core.exceptions.RunLocked` while another engine holds the run."""
+    owner = owner or new_owner_id()
+    store.claim_run(run_id, owner)
+    try:
+        pending = store.pending_hooks(run_id)
+        if pending:
+            _secret_env, redactor = _secrets_for(spec)
+            async with anyio.create_task_group() as tg:
+                for hook in pending:
+                    tg.start_soon(_send_hook, spec, hook, store, bus or EventBus(), redactor)
+        return len(pending)
+    finally:
+        store.release_run(run_id, owner)
 
 
 async def run_workflow(

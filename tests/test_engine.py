@@ -322,6 +322,7 @@ class TestSlaAndHooks:
         kinds = [(e.kind, e.data.get("hook")) for e in store.events(record.run_id)]
         assert ("hook.failed", "broken") in kinds
         assert ("hook.succeeded", "alert") in kinds
+        assert store.pending_hooks() == []  # made, failed or not: out of the outbox
 
 
 class TestDurability:

@@ -25,11 +25,11 @@ from ..abc import Trigger
 from ..events import EventBus
 from ..exceptions import ConfigError, ForgeError, RunLocked
 from ..metrics import Metrics
-from ..runner import new_owner_id, resume_run, run_workflow
+from ..runner import deliver_hooks, new_owner_id, resume_run, run_workflow
 from ..scheduler import CronScheduler, WorkflowState, plan_due
 from ..secrets import Redactor, resolve_secrets
 from ..spec import ProjectSpec, WorkflowSpec
-from ..state import StateStore
+from ..state import RunRecord, StateStore
 from ..state._history import consecutive_failures
 
 __all__ = ["Clock", "Daemon", "DaemonOptions"]
@@ -265,20 +265,50 @@ class Daemon:
 
     async def reclaim(self) -> None:
         """Resume every queued or running run of a known workflow whose owner is gone or whose
-        heartbeat is stale; the store's claim refuses runs a live engine still drives."""
+        heartbeat is stale, and send the hooks a finished run's dead engine left unsent; the
+        store's claim refuses runs a live engine still drives."""
         now = time.time()
         for run in self.store.list_runs(states=("queued", "running"), limit=10000):
             spec = self.project.workflows.get(run.workflow)
-            if spec is None or run.run_id in self._driving or self._stopping:
-                continue
-            beat = run.heartbeat_at
-            fresh = beat is not None and now - beat < self.options.stale_after
-            if run.owner is None and now - run.created_at < self.options.stale_after:
-                continue  # just created by someone about to claim it
-            if run.owner and fresh and _alive(run.owner):
+            if spec is None or not self._orphaned(run, now):
                 continue
             log.info("resuming run %s of %s (owner %s gone)", run.run_id, run.workflow, run.owner)
             self._launch(spec, run.run_id, None)
+        for run_id in dict.fromkeys(hook.run_id for hook in self.store.pending_hooks()):
+            run = self.store.get_run(run_id, with_tasks=False)
+            spec = self.project.workflows.get(run.workflow)
+            if spec is None or run.state in ("queued", "running") or not self._orphaned(run, now):
+                continue  # a resumed run sends its own
+            log.info("sending the hooks run %s of %s left unsent (owner %s gone)", run_id,
+                     run.workflow, run.owner)
+            self._driving[run_id] = anyio.CancelScope()
+            self._driving_wf[run_id] = spec.name
+            assert self._tg is not None, "the daemon is not serving"
+            self._tg.start_soon(self._deliver, spec, run_id)
+
+    def _orphaned(self, run: RunRecord, now: float) -> bool:
+        """Nobody drives ``run``: not this daemon, and its owner is gone or its heartbeat
+        stale (a run just created, with no owner yet, is about to be claimed)."""
+        if run.run_id in self._driving or self._stopping:
+            return False
+        if run.owner is None:
+            return now - run.created_at >= self.options.stale_after
+        beat = run.heartbeat_at
+        return not (beat is not None and now - beat < self.options.stale_after
+                    and _alive(run.owner))
+
+    async def _deliver(self, spec: WorkflowSpec, run_id: str) -> None:
+        try:
+            with self._driving[run_id]:
+                await deliver_hooks(spec, run_id, store=self.store, bus=self.bus,
+                                    owner=self.owner)
+        except RunLocked as exc:
+            log.info("%s", exc)
+        except ForgeError as exc:
+            log.error("hooks of run %s of %s: %s", run_id, spec.name, exc)
+        finally:
+            self._driving.pop(run_id, None)
+            self._driving_wf.pop(run_id, None)
 
 
 def set_paused(store: StateStore, workflow: str, reason: str | None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -24,7 +25,7 @@ from ..abc import Executor, Outcome
 from ..events import Event, EventBus
 from ..exceptions import RunLocked
 from ..spec import TaskSpec, WorkflowSpec
-from ..state import FINISHED_TASK_STATES, StateStore, TaskRecord
+from ..state import FINISHED_TASK_STATES, PendingHook, StateStore, TaskRecord
 from ..state._journal import Journal
 from ._graph import Graph
 from ._logpipe import LogPipes
@@ -37,7 +38,8 @@ __all__ = ["Engine"]
 log = logging.getLogger(__name__)
 
 ExecutorFor = Callable[[TaskSpec], Executor]
-HookRunner = Callable[[str, str, Mapping[str, Any]], Any]
+HookRunner = Callable[[PendingHook], Any]
+"""Sends a hook call that is committed to the store's outbox."""
 
 
 @attrs.define
@@ -396,10 +398,13 @@ class Engine:
     def _fire_hook(self, ref: str | None, event: str, task: str, **data: Any) -> None:
         if ref is None or self.hook is None:
             return
-        self._commit()  # a hook sees the state it is about
-        payload = {"event": event, "workflow": self.spec.name, "run_id": self.run_id,
-                   "task": task, **data}
-        self.hook(ref, event, self.resolver.redact(payload))
+        payload = self.resolver.redact({"event": event, "workflow": self.spec.name,
+                                        "run_id": self.run_id, "task": task, **data})
+        hook = PendingHook(id=uuid.uuid4().hex, run_id=self.run_id, ref=ref, event=event,
+                           payload=payload)
+        self._journal.add_hook(hook.id, ref, event, payload)
+        self._commit()  # the call, and the state it is about, are on disk before it is made
+        self.hook(hook)
 
     # -- background duties ---------------------------------------------------------------
 

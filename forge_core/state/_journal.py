@@ -55,6 +55,8 @@ _ATTEMPTS = ("INSERT OR REPLACE INTO attempts (run_id, task, number, state, star
 _FINISH = ("UPDATE attempts SET state = ?, finished_at = ?, exit_code = ?, error = ?"
            " WHERE run_id = ? AND task = ? AND number = ?")
 _EVENTS = "INSERT INTO events (run_id, kind, at, task, data) VALUES (?, ?, ?, ?, ?)"
+_HOOK = ("INSERT INTO hook_outbox (id, run_id, ref, event, payload, created_at)"
+         " VALUES (?, ?, ?, ?, ?, ?)")
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 """How the start file is opened (Windows has no O_CLOEXEC: its descriptors are not
 inherited unless asked)."""
@@ -158,6 +160,12 @@ class Journal:
 
     def add_event(self, kind: str, task: str | None, data: Mapping[str, Any], at: float) -> None:
         self._events.append((self._run_id, kind, at, task, _encode_own(data)))
+
+    def add_hook(self, hook_id: str, ref: str, event: str, payload: Mapping[str, Any]) -> None:
+        """A hook call to make once this batch is committed; it stays in the store's outbox
+        until the call is recorded as sent (:meth:`StateStore.hook_sent`)."""
+        self._other.append((_HOOK, (hook_id, self._run_id, ref, event, _encode_own(payload),
+                                    time.time())))
 
     def set_run_state(self, state: str, **times: float | None) -> None:
         """The run's state and any of ``started_at`` / ``finished_at``."""

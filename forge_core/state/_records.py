@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 import attrs
 
-__all__ = ["AttemptRecord", "EventRecord", "RunRecord", "RunState", "TaskRecord", "TaskState"]
+__all__ = ["AttemptRecord", "EventRecord", "PendingHook", "RunRecord", "RunState", "TaskRecord",
+           "TaskState"]
 
 RunState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 TaskState = Literal[
@@ -105,3 +106,15 @@ class EventRecord:
     at: float
     task: str | None = None
     data: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class PendingHook:
+    """A hook call committed with the state it is about and not yet sent (or not yet
+    recorded as sent): the outbox a killed engine leaves for the next one."""
+
+    id: str
+    run_id: str
+    ref: str
+    event: str
+    payload: Mapping[str, Any] = attrs.field(factory=dict)

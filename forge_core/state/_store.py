@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import NotFound, RunLocked
-from ._records import AttemptRecord, EventRecord, RunRecord, TaskRecord
+from ._records import AttemptRecord, EventRecord, PendingHook, RunRecord, TaskRecord
 
 __all__ = ["StateStore"]
 
@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS events (
     at REAL NOT NULL, task TEXT, data TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, id);
+CREATE TABLE IF NOT EXISTS hook_outbox (
+    id TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    ref TEXT NOT NULL, event TEXT NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kv (
     scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (scope, key)
 );
@@ -302,6 +306,25 @@ class StateStore:
         return [EventRecord(id=r["id"], run_id=r["run_id"], kind=r["kind"], at=r["at"],
                             task=r["task"], data=json.loads(r["data"])) for r in rows]
 
+    # -- hooks committed and not yet sent -------------------------------------------------
+
+    def pending_hooks(self, run_id: str | None = None) -> list[PendingHook]:
+        """Hook calls an engine committed and never recorded as sent, oldest first (of one
+        run, or of every run)."""
+        sql = "SELECT * FROM hook_outbox" + (" WHERE run_id = ?" if run_id else "")
+        rows = self.query(sql + " ORDER BY created_at, id", (run_id,) if run_id else ())
+        return [PendingHook(id=r["id"], run_id=r["run_id"], ref=r["ref"], event=r["event"],
+                            payload=json.loads(r["payload"])) for r in rows]
+
+    def hook_sent(self, hook: PendingHook, kind: str, *, task: str | None,
+                  data: Mapping[str, Any], at: float) -> None:
+        """Record how a hook call ended (event ``kind``) and take it out of the outbox, in one
+        transaction."""
+        with self.tx() as db:
+            db.execute("DELETE FROM hook_outbox WHERE id = ?", (hook.id,))
+            db.execute("INSERT INTO events (run_id, kind, at, task, data) VALUES (?, ?, ?, ?, ?)",
+                       (hook.run_id, kind, at, task, _dumps(dict(data))))
+
     # -- small durable values (scheduler cursors, pause flags) -----------------------------
 
     def get_value(self, scope: str, key: str, default: Any = None) -> Any:
@@ -323,7 +346,9 @@ class StateStore:
         for wf in wfs:
             rows = self.query(
                 "SELECT * FROM runs WHERE workflow = ? AND state IN"
-                " ('succeeded','failed','cancelled') ORDER BY created_at DESC LIMIT -1 OFFSET ?",
+                " ('succeeded','failed','cancelled')"
+                " AND run_id NOT IN (SELECT run_id FROM hook_outbox)"  # its hooks go first
+                " ORDER BY created_at DESC LIMIT -1 OFFSET ?",
                 (wf, keep),
             )
             victims.extend(self._run(r, ()) for r in rows)
