@@ -27,8 +27,8 @@ from .exceptions import ConfigError, PluginError
 from .spec import TaskSpec, WorkflowSpec
 from .state import PendingHook, RunRecord, StateStore
 
-__all__ = ["check_plugins", "deliver_hooks", "merge_params", "new_owner_id", "resume_run",
-           "run_workflow"]
+__all__ = ["check_plugins", "deliver_hooks", "drive_run", "merge_params", "new_owner_id",
+           "queue_run", "resume_run", "run_workflow"]
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +202,29 @@ async def run_workflow(
     queue_url: str | None = None,
 ) -> RunRecord:
     """Create a run of ``spec`` and drive it to its end; returns the finished record."""
-    merged = merge_params(spec, params)
-    run_id = store.create_run(spec.name, [t.name for t in spec.tasks], params=merged,
-                              logical_date=logical_date, trigger=trigger, source=spec.source,
-                              run_id=run_id)
+    run_id = queue_run(spec, store, params=params, logical_date=logical_date, trigger=trigger,
+                       run_id=run_id)
+    return await drive_run(spec, run_id, store=store, home=home, bus=bus, owner=owner,
+                           queue_url=queue_url)
+
+
+def queue_run(
+    spec: WorkflowSpec, store: StateStore, *, params: Mapping[str, Any] | None = None,
+    logical_date: str | None = None, trigger: str = "manual", run_id: str | None = None,
+) -> str:
+    """Record a queued run of ``spec`` (declared params merged with ``params``); returns its
+    id. Inside a caller's transaction, the run is recorded with whatever else it commits."""
+    return store.create_run(spec.name, [t.name for t in spec.tasks],
+                            params=merge_params(spec, params), logical_date=logical_date,
+                            trigger=trigger, source=spec.source, run_id=run_id)
+
+
+async def drive_run(
+    spec: WorkflowSpec, run_id: str, *, store: StateStore, home: Path,
+    bus: EventBus | None = None, owner: str | None = None, queue_url: str | None = None,
+) -> RunRecord:
+    """Drive a run :func:`queue_run` recorded to its end, then apply ``spec.retention``;
+    returns the finished record."""
     try:
         return await _drive(spec, run_id, store=store, home=home, bus=bus or EventBus(),
                             owner=owner or new_owner_id(), queue_url=queue_url)

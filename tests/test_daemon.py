@@ -180,6 +180,42 @@ class TestDaemonLifecycle:
             await daemon.shutdown()
         assert [r.state for r in store.list_runs("etl")] == ["interrupted"]
 
+    async def test_a_fire_time_and_its_run_are_recorded_together(self, make: Any) -> None:
+        """When a tick returns, the fire time it passed has its queued run in the store: a
+        daemon killed before driving it has not lost it (the next test picks it up)."""
+        daemon, clock = await make(flow())
+        clock.now += timedelta(hours=1)
+        await daemon.tick()  # no await inside: nothing has driven the run yet
+        (run,) = daemon.store.list_runs("etl")
+        assert (run.state, run.trigger, run.logical_date) == (
+            "queued", "schedule", "2026-03-01T13:00:00+00:00")
+        assert daemon.store.get_value("scheduler", "etl")["cursor"] == run.logical_date
+        await settle(daemon)
+        assert daemon.store.get_run(run.run_id).state == "succeeded"
+
+    async def test_a_queued_run_its_daemon_never_drove_is_resumed(self, tmp_path: Path) -> None:
+        """A run queued by a tick whose daemon died before driving it (no owner) is driven by
+        the next daemon's reclaim, as a start, with its logical date."""
+        from forge_core.runner import queue_run
+
+        spec = flow()
+        store = StateStore(tmp_path / "state.db")
+        run_id = queue_run(spec, store, logical_date="2026-03-01T13:00:00+00:00",
+                           trigger="schedule")
+        await anyio.sleep(0.3)  # older than stale_after below: nobody is about to claim it
+        daemon = Daemon(project=ProjectSpec(workflows={"etl": spec}), home=tmp_path,
+                        store=store, clock=FakeClock(),
+                        options=DaemonOptions(http=False, tick=3600, reclaim_every=3600,
+                                              stale_after=0.2))
+        async with anyio.create_task_group() as tg:
+            await tg.start(lambda task_status: daemon.serve(task_status=task_status,
+                                                            handle_signals=False))
+            await settle(daemon)
+            tg.cancel_scope.cancel()
+        run = store.get_run(run_id)
+        assert (run.state, run.logical_date) == ("succeeded", "2026-03-01T13:00:00+00:00")
+        assert "run.started" in [e.kind for e in store.events(run_id)]
+
     async def test_api_over_http_with_a_token(self, tmp_path: Path) -> None:
         """With a token, the API answers JSON to a bearer and 401 without; probes stay open."""
         store = StateStore(tmp_path / "state.db")

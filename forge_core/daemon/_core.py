@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import signal
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..abc import Trigger
 from ..events import EventBus
 from ..exceptions import ConfigError, ForgeError, RunLocked
 from ..metrics import Metrics
-from ..runner import deliver_hooks, new_owner_id, resume_run, run_workflow
+from ..runner import deliver_hooks, drive_run, new_owner_id, queue_run, resume_run
 from ..scheduler import CronScheduler, WorkflowState, plan_due
 from ..secrets import Redactor, resolve_secrets
 from ..spec import ProjectSpec, WorkflowSpec
@@ -207,8 +206,11 @@ class Daemon:
         plan = plan_due([d.isoformat() for d in due],
                         WorkflowState(active=active, backlog=tuple(state.get("backlog", ()))),
                         overlap=spec.overlap, max_active_runs=spec.max_active_runs)
-        self.store.set_value("scheduler", spec.name,
-                             {"cursor": cursor, "backlog": list(plan.backlog)})
+        with self.store.tx():  # a fire time is passed and its run recorded together
+            self.store.set_value("scheduler", spec.name,
+                                 {"cursor": cursor, "backlog": list(plan.backlog)})
+            started = [queue_run(spec, self.store, logical_date=date, trigger="schedule")
+                       for date in plan.start]
         for date in plan.skipped:
             log.info("%s: skipped the run for %s (overlap policy %s)", spec.name, date,
                      spec.overlap)
@@ -216,32 +218,27 @@ class Daemon:
         for run_id in plan.cancel:
             if run_id in self._driving:
                 self._driving[run_id].cancel()
-        for date in plan.start:
-            self._start(spec, date)
+        for date, run_id in zip(plan.start, started, strict=True):
+            lag = (self.clock() - datetime.fromisoformat(date)).total_seconds()
+            self.metrics.observe_lag(spec.name, lag)
+            self._launch(spec, run_id, new=True)
 
-    def _start(self, spec: WorkflowSpec, logical_date: str) -> None:
-        assert self._tg is not None, "the daemon is not serving"
-        lag = (self.clock() - datetime.fromisoformat(logical_date)).total_seconds()
-        self.metrics.observe_lag(spec.name, lag)
-        run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        self._launch(spec, run_id, logical_date)
-
-    def _launch(self, spec: WorkflowSpec, run_id: str, logical_date: str | None) -> None:
+    def _launch(self, spec: WorkflowSpec, run_id: str, *, new: bool = False) -> None:
         assert self._tg is not None, "the daemon is not serving"
         self._driving[run_id] = anyio.CancelScope()
         self._driving_wf[run_id] = spec.name
-        self._tg.start_soon(self._drive, spec, run_id, logical_date)
+        self._tg.start_soon(self._drive, spec, run_id, new)
 
-    async def _drive(self, spec: WorkflowSpec, run_id: str, logical_date: str | None) -> None:
-        """Drive one run (new when ``logical_date`` is given, else resumed) under a scope the
-        shutdown path can cancel."""
+    async def _drive(self, spec: WorkflowSpec, run_id: str, new: bool) -> None:
+        """Drive one run (``new``: just queued by a tick, else resumed) under a scope the
+        shutdown path can cancel. A new run killed before it is driven is queued in the store
+        with no owner: a later reclaim resumes it."""
         scope = self._driving[run_id]
         try:
             with scope:
-                if logical_date is not None:
-                    await run_workflow(spec, store=self.store, home=self.home, bus=self.bus,
-                                       logical_date=logical_date, trigger="schedule",
-                                       run_id=run_id, owner=self.owner)
+                if new:
+                    await drive_run(spec, run_id, store=self.store, home=self.home, bus=self.bus,
+                                    owner=self.owner)
                 else:
                     await resume_run(spec, run_id, store=self.store, home=self.home,
                                      bus=self.bus, owner=self.owner)
@@ -273,7 +270,7 @@ class Daemon:
             if spec is None or not self._orphaned(run, now):
                 continue
             log.info("resuming run %s of %s (owner %s gone)", run.run_id, run.workflow, run.owner)
-            self._launch(spec, run.run_id, None)
+            self._launch(spec, run.run_id)
         for run_id in dict.fromkeys(hook.run_id for hook in self.store.pending_hooks()):
             run = self.store.get_run(run_id, with_tasks=False)
             spec = self.project.workflows.get(run.workflow)
