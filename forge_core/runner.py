@@ -27,10 +27,13 @@ from .exceptions import ConfigError, PluginError
 from .spec import TaskSpec, WorkflowSpec
 from .state import PendingHook, RunRecord, StateStore
 
-__all__ = ["check_plugins", "deliver_hooks", "drive_run", "merge_params", "new_owner_id",
-           "queue_run", "resume_run", "run_workflow"]
+__all__ = ["DONE_RUN_STATES", "check_plugins", "deliver_hooks", "drive_run", "merge_params",
+           "new_owner_id", "queue_run", "resume_run", "run_workflow"]
 
 log = logging.getLogger(__name__)
+
+DONE_RUN_STATES = frozenset({"succeeded", "failed"})
+"""Run states a resume leaves as they are (a cancelled or interrupted run's tasks go again)."""
 
 
 def new_owner_id() -> str:
@@ -243,11 +246,16 @@ async def resume_run(
     owner: str | None = None,
     queue_url: str | None = None,
 ) -> RunRecord:
-    """Finish an interrupted run: succeeded tasks stay done, interrupted ones go again.
-    Raises :class:`~forge_core.exceptions.RunLocked` while another engine drives it."""
+    """Finish an interrupted run: succeeded tasks stay done, interrupted ones go again. A run
+    that already succeeded or failed is not driven again; only the hook calls its engine left
+    unsent are made. Raises :class:`~forge_core.exceptions.RunLocked` while another engine
+    drives it."""
     record = store.get_run(run_id, with_tasks=True)
     if record.workflow != spec.name:
         raise ConfigError(f"run {run_id} belongs to workflow {record.workflow!r}, not {spec.name!r}")
+    if record.state in DONE_RUN_STATES:
+        await deliver_hooks(spec, run_id, store=store, bus=bus, owner=owner)
+        return store.get_run(run_id)
     known = {t.name for t in record.tasks}
     missing = [t.name for t in spec.tasks if t.name not in known]
     if missing:

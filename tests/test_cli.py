@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import textwrap
 from pathlib import Path
@@ -245,6 +246,26 @@ class TestCrashAndResume:
         assert lines.count("last") == 1
         middle = next(t for t in record["tasks"] if t["name"] == "middle")
         assert [a["state"] for a in middle["attempts"]] == ["interrupted", "succeeded"]
+
+    def test_resuming_a_finished_run_changes_nothing(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """A succeeded run is not driven again: same finish time, no new events, exit 0."""
+        write(tmp_path / "forge.yml", "workflows:\n  w:\n    tasks:\n      - {name: a, command: 'true'}\n")
+        done = json.loads(forge("run", "w", "--json", cwd=tmp_path, env=env).stdout)
+        shown = forge("workflow", "show", done["run_id"], "--json", cwd=tmp_path, env=env)
+        result = forge("workflow", "resume", "last", "--json", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "already succeeded: nothing to resume" in result.stderr
+        record = json.loads(result.stdout)
+        assert (record["state"], record["finished_at"]) == ("succeeded", done["finished_at"])
+        again = forge("workflow", "show", done["run_id"], "--json", cwd=tmp_path, env=env)
+        assert again.stdout == shown.stdout
+        with sqlite3.connect(tmp_path / "home" / "state.db") as db:
+            kinds = [k for (k,) in db.execute("SELECT kind FROM events WHERE run_id = ?",
+                                              (done["run_id"],))]
+        assert kinds.count("run.finished") == 1
+        assert "run.resumed" not in kinds
 
     def test_ctrl_c_stops_tasks_and_records_them_cancelled(
         self, tmp_path: Path, env: dict[str, str]

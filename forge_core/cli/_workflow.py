@@ -253,6 +253,10 @@ def workflow_resume(
         if source is None:
             fail(f"run {record.run_id} has no recorded config; pass --config FILE")
         loaded, _ = load_target(None, str(source))
+        from ..runner import DONE_RUN_STATES
+
+        if record.state in DONE_RUN_STATES:
+            typer.echo(f"run {record.run_id} already {record.state}: nothing to resume", err=True)
         _execute(loaded, loaded.workflow(record.workflow), {}, as_json, resume_id=record.run_id)
 
 
