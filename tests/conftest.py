@@ -1,5 +1,5 @@
 """Shared test settings: async tests run on asyncio (Forge's backend), never on trio; queue
-tests run once per backend."""
+tests run once per backend; every state store a test opens is closed when it ends."""
 
 from __future__ import annotations
 
@@ -8,10 +8,29 @@ from pathlib import Path
 
 import pytest
 
+from forge_core.state import StateStore
+
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _close_stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every :class:`StateStore` the test opened, itself or through Forge (Python 3.13
+    warns of a SQLite connection left to the garbage collector, at whatever test runs then)."""
+    opened: list[StateStore] = []
+    init = StateStore.__init__
+
+    def tracked(self: StateStore, path: Path) -> None:
+        init(self, path)
+        opened.append(self)
+
+    monkeypatch.setattr(StateStore, "__init__", tracked)
+    yield
+    for store in opened:
+        store.close()
 
 
 @pytest.fixture(params=["sqlite", "redis"])

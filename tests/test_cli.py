@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import textwrap
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -261,7 +262,7 @@ class TestCrashAndResume:
         assert (record["state"], record["finished_at"]) == ("succeeded", done["finished_at"])
         again = forge("workflow", "show", done["run_id"], "--json", cwd=tmp_path, env=env)
         assert again.stdout == shown.stdout
-        with sqlite3.connect(tmp_path / "home" / "state.db") as db:
+        with closing(sqlite3.connect(tmp_path / "home" / "state.db")) as db:
             kinds = [k for (k,) in db.execute("SELECT kind FROM events WHERE run_id = ?",
                                               (done["run_id"],))]
         assert kinds.count("run.finished") == 1

@@ -14,6 +14,7 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -118,7 +119,7 @@ def make_due(home: Path, *workflows: str) -> None:
 
 
 def task_state(home: Path, task: str) -> str | None:
-    with sqlite3.connect(home / "state.db") as db:
+    with closing(sqlite3.connect(home / "state.db")) as db:
         row = db.execute("SELECT state FROM tasks WHERE name = ?", (task,)).fetchone()
     return row[0] if row else None
 
@@ -163,7 +164,7 @@ class TestDaemonProcess:
         leaks += [("api", form) for text in api for form in forms if form in text]
         leaks += [("webhook", form) for body in Hooks.received for form in forms
                   if form.encode() in body]
-        with sqlite3.connect(daemon.home / "state.db") as db:
+        with closing(sqlite3.connect(daemon.home / "state.db")) as db:
             for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'"):
                 dump = json.dumps(db.execute(f"SELECT * FROM {table}").fetchall(), default=str)
                 leaks += [(table, form) for form in forms if form in dump]

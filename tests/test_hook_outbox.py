@@ -15,6 +15,7 @@ import subprocess
 import textwrap
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ def killed_mid_call(tmp_path: Path, url: str) -> tuple[dict[str, str], str]:
 
 
 def run_state(home: Path) -> str | None:
-    with sqlite3.connect(home / "state.db") as db:
+    with closing(sqlite3.connect(home / "state.db")) as db:
         row = db.execute("SELECT state FROM runs").fetchone()
     return row[0] if row else None
 

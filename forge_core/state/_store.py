@@ -90,6 +90,12 @@ class StateStore:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def tx(self) -> _Transaction:
         """One write transaction (``BEGIN IMMEDIATE``), committed when the ``with`` block
         ends, rolled back if it raises; nested uses join the outer one."""
