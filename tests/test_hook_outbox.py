@@ -88,15 +88,12 @@ def killed_mid_call(tmp_path: Path, url: str) -> tuple[dict[str, str], str]:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     Webhook.release.set()
-    store = StateStore(tmp_path / "home" / "state.db")
-    try:
+    with StateStore(tmp_path / "home" / "state.db") as store:
         (run,) = store.list_runs("w")
         (pending,) = store.pending_hooks()
         assert (pending.run_id, pending.ref, pending.event) == (run.run_id, "notify", "on_failure")
         assert pending.payload["task"] == "bad"
         assert not [e for e in store.events(run.run_id) if e.kind.startswith("hook.")]
-    finally:
-        store.close()
     return env, run.run_id
 
 
@@ -107,12 +104,9 @@ def run_state(home: Path) -> str | None:
 
 
 def sent(home: Path, run_id: str) -> list[str]:
-    store = StateStore(home / "state.db")
-    try:
+    with StateStore(home / "state.db") as store:
         assert store.pending_hooks() == []
         return [e.kind for e in store.events(run_id) if e.kind.startswith("hook.")]
-    finally:
-        store.close()
 
 
 class TestHookOutbox:
