@@ -177,7 +177,7 @@ async def deliver_hooks(
     """Make the hook calls a killed engine committed for ``run_id`` (a run that finished, so
     nothing resumes it) and never recorded as sent; returns how many. Raises
     :class:`~forge_core.exceptions.RunLocked` while another engine holds the run."""
-    owner = owner or new_owner_id()
+    owner, bus = owner or new_owner_id(), bus or EventBus()
     store.claim_run(run_id, owner)
     try:
         pending = store.pending_hooks(run_id)
@@ -185,7 +185,7 @@ async def deliver_hooks(
             _secret_env, redactor = _secrets_for(spec)
             async with anyio.create_task_group() as tg:
                 for hook in pending:
-                    tg.start_soon(_send_hook, spec, hook, store, bus or EventBus(), redactor)
+                    tg.start_soon(_send_hook, spec, hook, store, bus, redactor)
         return len(pending)
     finally:
         store.release_run(run_id, owner)

@@ -402,7 +402,7 @@ class Engine:
                                         "run_id": self.run_id, "task": task, **data})
         hook = PendingHook(id=uuid.uuid4().hex, run_id=self.run_id, ref=ref, event=event,
                            payload=payload)
-        self._journal.add_hook(hook.id, ref, event, payload)
+        self._journal.add_hook(hook)
         self._commit()  # the call, and the state it is about, are on disk before it is made
         self.hook(hook)
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ._store import run_state_update
 
 if TYPE_CHECKING:
+    from ._records import PendingHook
     from ._store import StateStore
 
 __all__ = ["Journal"]
@@ -161,11 +162,11 @@ class Journal:
     def add_event(self, kind: str, task: str | None, data: Mapping[str, Any], at: float) -> None:
         self._events.append((self._run_id, kind, at, task, _encode_own(data)))
 
-    def add_hook(self, hook_id: str, ref: str, event: str, payload: Mapping[str, Any]) -> None:
+    def add_hook(self, hook: PendingHook) -> None:
         """A hook call to make once this batch is committed; it stays in the store's outbox
         until the call is recorded as sent (:meth:`StateStore.hook_sent`)."""
-        self._other.append((_HOOK, (hook_id, self._run_id, ref, event, _encode_own(payload),
-                                    time.time())))
+        self._other.append((_HOOK, (hook.id, hook.run_id, hook.ref, hook.event,
+                                    _encode_own(hook.payload), time.time())))
 
     def set_run_state(self, state: str, **times: float | None) -> None:
         """The run's state and any of ``started_at`` / ``finished_at``."""
