@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import attrs
@@ -32,6 +32,9 @@ from ..state import RunRecord, StateStore
 from ..state._history import consecutive_failures
 
 __all__ = ["Clock", "Daemon", "DaemonOptions"]
+
+_Work = Literal["new", "resume", "hooks"]
+"""What the daemon does with a run it takes: drive it, resume it, or make its unsent hooks."""
 
 log = logging.getLogger(__name__)
 
@@ -221,27 +224,31 @@ class Daemon:
         for date, run_id in zip(plan.start, started, strict=True):
             lag = (self.clock() - datetime.fromisoformat(date)).total_seconds()
             self.metrics.observe_lag(spec.name, lag)
-            self._launch(spec, run_id, new=True)
+            self._launch(spec, run_id, "new")
 
-    def _launch(self, spec: WorkflowSpec, run_id: str, *, new: bool = False) -> None:
+    def _launch(self, spec: WorkflowSpec, run_id: str, work: _Work = "resume") -> None:
         assert self._tg is not None, "the daemon is not serving"
         self._driving[run_id] = anyio.CancelScope()
         self._driving_wf[run_id] = spec.name
-        self._tg.start_soon(self._drive, spec, run_id, new)
+        self._tg.start_soon(self._drive, spec, run_id, work)
 
-    async def _drive(self, spec: WorkflowSpec, run_id: str, new: bool) -> None:
-        """Drive one run (``new``: just queued by a tick, else resumed) under a scope the
-        shutdown path can cancel. A new run killed before it is driven is queued in the store
-        with no owner: a later reclaim resumes it."""
+    async def _drive(self, spec: WorkflowSpec, run_id: str, work: _Work) -> None:
+        """Do ``work`` on one run under a scope the shutdown path can cancel: drive it
+        (``new``, just queued by a tick), resume it, or only make the hook calls a finished
+        run's dead engine left (``hooks``). A new run killed before it is driven is queued in
+        the store with no owner: a later reclaim resumes it."""
         scope = self._driving[run_id]
         try:
             with scope:
-                if new:
+                if work == "new":
                     await drive_run(spec, run_id, store=self.store, home=self.home, bus=self.bus,
                                     owner=self.owner)
-                else:
+                elif work == "resume":
                     await resume_run(spec, run_id, store=self.store, home=self.home,
                                      bus=self.bus, owner=self.owner)
+                else:
+                    await deliver_hooks(spec, run_id, store=self.store, bus=self.bus,
+                                        owner=self.owner)
         except RunLocked as exc:
             log.info("%s", exc)
         except ForgeError as exc:
@@ -249,9 +256,10 @@ class Daemon:
         finally:
             self._driving.pop(run_id, None)
             self._driving_wf.pop(run_id, None)
-            if scope.cancel_called and self._stopping:
+            if work != "hooks" and scope.cancel_called and self._stopping:
                 self.store.set_run_state(run_id, "interrupted")
-        self._after_run(spec)
+        if work != "hooks":
+            self._after_run(spec)
 
     def _after_run(self, spec: WorkflowSpec) -> None:
         limit = spec.pause_after_failures
@@ -271,17 +279,13 @@ class Daemon:
                 continue
             log.info("resuming run %s of %s (owner %s gone)", run.run_id, run.workflow, run.owner)
             self._launch(spec, run.run_id)
-        for run_id in dict.fromkeys(hook.run_id for hook in self.store.pending_hooks()):
-            run = self.store.get_run(run_id, with_tasks=False)
+        for run in self.store.list_runs(hooks_pending=True, limit=10000):
             spec = self.project.workflows.get(run.workflow)
             if spec is None or run.state in ("queued", "running") or not self._orphaned(run, now):
                 continue  # a resumed run sends its own
-            log.info("sending the hooks run %s of %s left unsent (owner %s gone)", run_id,
+            log.info("sending the hooks run %s of %s left unsent (owner %s gone)", run.run_id,
                      run.workflow, run.owner)
-            self._driving[run_id] = anyio.CancelScope()
-            self._driving_wf[run_id] = spec.name
-            assert self._tg is not None, "the daemon is not serving"
-            self._tg.start_soon(self._deliver, spec, run_id)
+            self._launch(spec, run.run_id, "hooks")
 
     def _orphaned(self, run: RunRecord, now: float) -> bool:
         """Nobody drives ``run``: not this daemon, and its owner is gone or its heartbeat
@@ -293,19 +297,6 @@ class Daemon:
         beat = run.heartbeat_at
         return not (beat is not None and now - beat < self.options.stale_after
                     and _alive(run.owner))
-
-    async def _deliver(self, spec: WorkflowSpec, run_id: str) -> None:
-        try:
-            with self._driving[run_id]:
-                await deliver_hooks(spec, run_id, store=self.store, bus=self.bus,
-                                    owner=self.owner)
-        except RunLocked as exc:
-            log.info("%s", exc)
-        except ForgeError as exc:
-            log.error("hooks of run %s of %s: %s", run_id, spec.name, exc)
-        finally:
-            self._driving.pop(run_id, None)
-            self._driving_wf.pop(run_id, None)
 
 
 def set_paused(store: StateStore, workflow: str, reason: str | None) -> None:

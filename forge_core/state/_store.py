@@ -199,9 +199,11 @@ class StateStore:
         return self._run(rows[0], self.tasks(run_id) if with_tasks else ())
 
     def list_runs(
-        self, workflow: str | None = None, *, states: Sequence[str] = (), limit: int = 20
+        self, workflow: str | None = None, *, states: Sequence[str] = (), limit: int = 20,
+        hooks_pending: bool = False,
     ) -> list[RunRecord]:
-        """Runs newest first, without their tasks."""
+        """Runs newest first, without their tasks (``hooks_pending``: only runs with hook
+        calls in the outbox)."""
         where, args = [], []
         if workflow:
             where.append("workflow = ?")
@@ -209,6 +211,8 @@ class StateStore:
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             args.extend(states)
+        if hooks_pending:
+            where.append("run_id IN (SELECT run_id FROM hook_outbox)")
         sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
         rows = self.query(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit))
         return [self._run(r, ()) for r in rows]
