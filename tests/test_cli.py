@@ -12,8 +12,11 @@ import textwrap
 from contextlib import closing
 from pathlib import Path
 
+import anyio
 import pytest
 from helpers import FORGE, PY, wait_for
+
+from forge_core.testing import FifoProbe
 
 
 @pytest.fixture
@@ -268,30 +271,70 @@ class TestCrashAndResume:
         assert kinds.count("run.finished") == 1
         assert "run.resumed" not in kinds
 
-    def test_ctrl_c_stops_tasks_and_records_them_cancelled(
-        self, tmp_path: Path, env: dict[str, str]
+    @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+    def test_ctrl_c_or_sigterm_stops_tasks_gracefully_and_records_them_cancelled(
+        self, tmp_path: Path, env: dict[str, str], signum: int, code: int
     ) -> None:
-        """SIGINT exits 130 and leaves the run and its running task cancelled."""
-        started = tmp_path / "started"
+        """SIGINT (Ctrl-C) exits 130 and SIGTERM 143, after each running task got SIGTERM
+        (its handler ran) and was recorded cancelled with the run."""
+        started, stopped = tmp_path / "started", tmp_path / "stopped"
         write(tmp_path / "forge.yml", f"""
             workflows:
               w:
                 tasks:
                   - name: long
                     shell: true
-                    grace: 1
-                    command: touch {started}; sleep 60
+                    grace: 20
+                    command: "trap 'touch {stopped}; exit 3' TERM; touch {started}; sleep 60 & wait"
         """)
         proc = subprocess.Popen([*FORGE, "run", "w"], cwd=tmp_path, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wait_for(started.exists)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 130, err
+        assert proc.returncode == code, err
         assert "Traceback" not in err
+        assert stopped.exists(), "the task was killed without its SIGTERM"
         show = json.loads(forge("workflow", "show", "last", "--json", cwd=tmp_path, env=env).stdout)
         assert show["state"] == "cancelled"
         assert show["tasks"][0]["state"] == "cancelled"
+
+    def test_a_second_ctrl_c_stops_waiting_and_leaves_the_run_resumable(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """A task that ignores SIGTERM holds the first Ctrl-C for its grace; a second one exits
+        at once, the watchdog kills the task, and `forge workflow resume` finishes the run."""
+        started, probe = tmp_path / "started", FifoProbe(tmp_path / "probe")
+        write(tmp_path / "forge.yml", f"""
+            workflows:
+              w:
+                tasks:
+                  - name: stubborn
+                    shell: true
+                    grace: 300
+                    command: >-
+                      [ -e {started} ] || {{ trap '' TERM; exec 3>{probe.path};
+                      touch {started}; sleep 300; }}
+        """)
+        errors = tmp_path / "stderr"
+        try:
+            with errors.open("w") as err_file:
+                proc = subprocess.Popen([*FORGE, "run", "w"], cwd=tmp_path, env=env,
+                                        stdout=subprocess.DEVNULL, stderr=err_file)
+            wait_for(started.exists)
+            proc.send_signal(signal.SIGINT)
+            wait_for(lambda: "stopping" in errors.read_text())
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 130, errors.read_text()
+            assert "forge workflow resume" in errors.read_text()
+            assert anyio.run(probe.wait_closed), "the task outlived Forge's exit"
+        finally:
+            probe.close()
+        show = json.loads(forge("workflow", "show", "last", "--json", cwd=tmp_path, env=env).stdout)
+        assert show["state"] == "running"  # as a kill leaves it
+        resumed = forge("workflow", "resume", "last", "--json", cwd=tmp_path, env=env)
+        assert resumed.returncode == 0, resumed.stderr
+        assert json.loads(resumed.stdout)["state"] == "succeeded"
 
 
 class TestInspection:

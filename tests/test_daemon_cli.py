@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 
 from forge_core.state import StateStore
 
@@ -61,6 +63,26 @@ class TestWorkflowCommands:
         store = StateStore(project / "home" / "state.db")
         runs = store.list_runs("etl")
         assert sorted(r.trigger for r in runs) == ["backfill", "backfill"]
+
+    def test_sigterm_stops_a_backfill_before_its_later_dates(self, tmp_path: Path) -> None:
+        """SIGTERM during a backfill's first run stops that run (cancelled) and exits 143;
+        the later dates never run."""
+        started = tmp_path / "started"
+        (tmp_path / "forge.yml").write_text(json.dumps({"workflows": {"slow": {
+            "schedule": "@daily", "tasks": [{"name": "wait", "shell": True, "grace": 20,
+                                             "command": f"touch {started}; sleep 60"}]}}}))
+        env = dict(os.environ, FORGE_HOME=str(tmp_path / "home"))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from forge_core.cli import main; main()", "workflow",
+             "backfill", "slow", "--from", "2026-01-01", "--to", "2026-01-03"],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(started.exists)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, err
+        assert "later dates did not run" in err
+        runs = StateStore(tmp_path / "home" / "state.db").list_runs("slow")
+        assert [r.state for r in runs] == ["cancelled"]
 
     def test_pause_unpause_and_gantt(self, project: Path) -> None:
         """pause/unpause flip the stored flag; gantt writes the last run's chart."""

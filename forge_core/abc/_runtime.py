@@ -237,7 +237,11 @@ class Runtime(abc.ABC):
     async def run(
         self, spec: ContainerSpec, *, timeout: float | None = None, grace: float = 10.0
     ) -> tuple[ExitStatus, bool]:
-        """Start, wait (stopping it after ``timeout``), remove. Returns (status, timed_out)."""
+        """Start, wait (stopping it after ``timeout``), remove. Returns (status, timed_out).
+
+        Cancelled while it runs (Ctrl-C, a run being stopped), the container is stopped as on
+        a timeout — SIGTERM, up to ``grace`` seconds, SIGKILL — before the cancellation goes
+        on; whatever happened, nothing it started survives."""
         handle = await self.start(spec)
         ended: tuple[ExitStatus, bool] | None = None
         try:
@@ -246,9 +250,9 @@ class Runtime(abc.ABC):
         finally:
             if ended is None or not self.discard(handle):
                 with anyio.CancelScope(shield=True):
-                    # whatever happened (done, timed out, cancelled), nothing it started
-                    # survives
-                    await self.signal(handle, _signal.SIGKILL)
+                    if ended is None:
+                        await self.stop(handle, grace)
+                    await self.signal(handle, _signal.SIGKILL)  # what the leader left behind
                     await self.remove(handle)
 
     async def _wait_or_stop(

@@ -85,6 +85,11 @@ class LiveView:
     def __exit__(self, *exc: object) -> None:
         self._live.__exit__(*exc)  # its last refresh draws the final states
 
+    def close(self) -> None:
+        """Stop drawing and give the terminal back (before an exit that skips ``__exit__``)."""
+        if self._live is not None:
+            self._live.stop()
+
     def __call__(self, event: Event) -> None:
         if event.task and event.kind in _STATE_OF:
             self._states[event.task] = _STATE_OF[event.kind]

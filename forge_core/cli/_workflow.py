@@ -65,6 +65,7 @@ def _execute(target: Target, spec: Any, params: dict[str, str], as_json: bool,
     import anyio
 
     from ..cli._display import LiveView, PlainView
+    from ..cli._stopping import Stopped, until_stopped
     from ..events import EventBus
     from ..runner import resume_run, run_workflow
     from ..runtime import own_descriptors
@@ -77,12 +78,15 @@ def _execute(target: Target, spec: Any, params: dict[str, str], as_json: bool,
     bus.subscribe(view)
     queue_url = target.project.settings.queue
 
-    async def main() -> Any:
+    async def work() -> Any:
         if resume_id:
             return await resume_run(spec, resume_id, store=store, home=home, bus=bus,
                                     queue_url=queue_url)
         return await run_workflow(spec, store=store, home=home, params=params, bus=bus,
                                   queue_url=queue_url)
+
+    async def main() -> Any:
+        return await until_stopped(work, before_exit=view.close if live else lambda: None)
 
     try:
         if live:
@@ -90,9 +94,9 @@ def _execute(target: Target, spec: Any, params: dict[str, str], as_json: bool,
                 record = anyio.run(main)
         else:
             record = anyio.run(main)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: running tasks were stopped and recorded as cancelled", err=True)
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except Stopped as stop:
+        typer.echo(f"{stop}: running tasks were stopped and recorded as cancelled", err=True)
+        raise typer.Exit(stop.exit_code) from None
     _report(record, as_json)
     raise typer.Exit(int(ExitCode.OK if record.state == "succeeded" else ExitCode.FAILED))
 

@@ -265,15 +265,21 @@ def _run_backfill(spec: Any, dates: list[str], home: Path, store: Any, as_json: 
 
     from ..runner import run_workflow
     from ..runtime import own_descriptors
+    from ._stopping import Stopped, until_stopped
 
     own_descriptors()  # this process is Forge's: its tasks inherit none of its descriptors
     results = []
     for date in dates:
         async def one(date: str = date) -> Any:
-            return await run_workflow(spec, store=store, home=home, logical_date=date,
-                                      trigger="backfill")
+            return await until_stopped(lambda: run_workflow(
+                spec, store=store, home=home, logical_date=date, trigger="backfill"))
 
-        record = anyio.run(one)
+        try:
+            record = anyio.run(one)
+        except Stopped as stop:
+            typer.echo(f"{stop}: the run for {date} was stopped and recorded as cancelled; "
+                       "later dates did not run", err=True)
+            raise typer.Exit(stop.exit_code) from None
         results.append({"logical_date": date, "run_id": record.run_id, "state": record.state})
         if not as_json:
             typer.echo(f"{date}  {record.state:<10} {record.run_id}")

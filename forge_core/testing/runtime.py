@@ -144,6 +144,32 @@ class RuntimeConformance:
         finally:
             await runtime.remove(handle)
 
+    async def test_cancelled_run_stops_the_command_with_sigterm_first(
+        self, runtime: Runtime, tmp_path: Path,
+    ) -> None:
+        """Cancelling run() (Ctrl-C) gives the command SIGTERM and its grace before SIGKILL,
+        and waits for it: its TERM handler runs, and no process of it survives."""
+        probe = FifoProbe(tmp_path / "probe")
+        script = (f"exec 3>{probe.path}; trap 'echo got-term >&3; exit 3' TERM; "
+                  "sleep 1000 & echo ready >&3; wait")
+        ended = False
+
+        async def run() -> None:
+            nonlocal ended
+            await runtime.run(self.sh(script), grace=_GUARD)
+            ended = True
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                await probe.read_until(b"ready")
+                tg.cancel_scope.cancel()
+            assert not ended
+            await probe.read_until(b"got-term")  # the TERM handler ran: no SIGKILL first
+            assert await probe.wait_closed(), "a process of the container survived the cancel"
+        finally:
+            probe.close()
+
     async def test_wait_is_idempotent_and_concurrent(self, runtime: Runtime) -> None:
         """Concurrent and repeated waits all return the same status."""
         handle = await runtime.start(self.sh("exit 5"))
