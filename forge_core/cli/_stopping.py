@@ -36,6 +36,8 @@ async def until_stopped(work: Callable[[], Awaitable[T]],
     """``await work()``, cancelled by the first SIGINT or SIGTERM (then raises
     :class:`Stopped`); a second signal calls ``before_exit`` (restore the terminal) and exits
     the process with 128 + that signal."""
+    if sys.platform == "win32":  # no signal handlers in an asyncio loop there: Ctrl-C as is
+        return await work()
     work_scope = anyio.CancelScope()
     received: list[int] = []
     failure: Exception | None = None
