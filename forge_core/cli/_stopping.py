@@ -23,11 +23,10 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Stopped(Exception):
-    """The run was cancelled by ``signum``; the command exits with ``exit_code``."""
+    """The run was cancelled by signal ``signum``; the command exits with ``exit_code``."""
 
     def __init__(self, signum: int) -> None:
         super().__init__("interrupted" if signum == signal.SIGINT else "terminated")
-        self.signum = signum
         self.exit_code = 128 + signum
 
 

@@ -85,15 +85,12 @@ def _execute(target: Target, spec: Any, params: dict[str, str], as_json: bool,
         return await run_workflow(spec, store=store, home=home, params=params, bus=bus,
                                   queue_url=queue_url)
 
-    async def main() -> Any:
-        return await until_stopped(work, before_exit=view.close if live else lambda: None)
-
     try:
         if live:
             with view:
-                record = anyio.run(main)
+                record = anyio.run(until_stopped, work, view.close)
         else:
-            record = anyio.run(main)
+            record = anyio.run(until_stopped, work)
     except Stopped as stop:
         typer.echo(f"{stop}: running tasks were stopped and recorded as cancelled", err=True)
         raise typer.Exit(stop.exit_code) from None

@@ -261,6 +261,8 @@ def workflow_backfill(
 
 
 def _run_backfill(spec: Any, dates: list[str], home: Path, store: Any, as_json: bool) -> int:
+    import functools
+
     import anyio
 
     from ..runner import run_workflow
@@ -270,12 +272,10 @@ def _run_backfill(spec: Any, dates: list[str], home: Path, store: Any, as_json: 
     own_descriptors()  # this process is Forge's: its tasks inherit none of its descriptors
     results = []
     for date in dates:
-        async def one(date: str = date) -> Any:
-            return await until_stopped(lambda: run_workflow(
-                spec, store=store, home=home, logical_date=date, trigger="backfill"))
-
         try:
-            record = anyio.run(one)
+            record = anyio.run(until_stopped, functools.partial(
+                run_workflow, spec, store=store, home=home, logical_date=date,
+                trigger="backfill"))
         except Stopped as stop:
             typer.echo(f"{stop}: the run for {date} was stopped and recorded as cancelled; "
                        "later dates did not run", err=True)

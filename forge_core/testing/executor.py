@@ -115,19 +115,9 @@ class ExecutorConformance:
         """Cancelling submit() kills the command's processes and re-raises the cancellation."""
         probe = FifoProbe(tmp_path / "probe")
         script = f"exec 3>{probe.path}; sleep 1000 & echo ready >&3; wait"
-        reached_end = False
-
-        async def submit() -> None:
-            nonlocal reached_end
-            await executor.submit(self.command_run(tmp_path, script))
-            reached_end = True
-
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(submit)
-                await probe.read_until(b"ready")
-                tg.cancel_scope.cancel()
-            assert not reached_end
+            assert not await probe.cancel_on(
+                b"ready", lambda: executor.submit(self.command_run(tmp_path, script)))
             assert await probe.wait_closed(), "a process of the task survived the cancellation"
         finally:
             probe.close()

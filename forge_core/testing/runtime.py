@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -40,6 +41,22 @@ class FifoProbe:
             while marker not in self.received:
                 if not self._read():
                     await anyio.sleep(0.01)
+
+    async def cancel_on(self, marker: bytes, work: Callable[[], Awaitable[object]]) -> bool:
+        """Run ``work()`` and cancel it once ``marker`` has arrived; whether ``work`` returned
+        on its own first (a cancellable task must not)."""
+        returned = False
+
+        async def call() -> None:
+            nonlocal returned
+            await work()
+            returned = True
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await self.read_until(marker)
+            tg.cancel_scope.cancel()
+        return returned
 
     async def wait_closed(self) -> bool:
         """Whether every writer closed the pipe (all processes holding it died) within the guard."""
@@ -152,19 +169,9 @@ class RuntimeConformance:
         probe = FifoProbe(tmp_path / "probe")
         script = (f"exec 3>{probe.path}; trap 'echo got-term >&3; exit 3' TERM; "
                   "sleep 1000 & echo ready >&3; wait")
-        ended = False
-
-        async def run() -> None:
-            nonlocal ended
-            await runtime.run(self.sh(script), grace=_GUARD)
-            ended = True
-
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run)
-                await probe.read_until(b"ready")
-                tg.cancel_scope.cancel()
-            assert not ended
+            assert not await probe.cancel_on(
+                b"ready", lambda: runtime.run(self.sh(script), grace=_GUARD))
             await probe.read_until(b"got-term")  # the TERM handler ran: no SIGKILL first
             assert await probe.wait_closed(), "a process of the container survived the cancel"
         finally:
