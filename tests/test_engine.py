@@ -91,6 +91,20 @@ class TestReadySet:
         assert max(int(t.outputs["seen"]) for t in record.tasks) <= 2
 
 
+    async def test_the_first_tasks_start_before_a_large_ready_set_is_all_queued(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """A worker starts its task as soon as it is queued; queueing the rest of the
+        batch (all forty tasks are ready at once) goes on while it runs."""
+        events: list[Event] = []
+        spec = workflow(*(TaskSpec(name=f"t{i}", command=("true",)) for i in range(40)),
+                        concurrency=2)
+        record = await run(spec, store, tmp_path, events=events)
+        assert all(s == "succeeded" for s in states(record).values())
+        kinds = [e.kind for e in events if e.task]
+        last_queued = max(i for i, kind in enumerate(kinds) if kind == "task.queued")
+        assert kinds.index("task.started") < last_queued
+
 class TestRetries:
     async def test_a_flaky_task_is_retried_until_it_succeeds(
         self, store: StateStore, tmp_path: Path

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 
 from ..abc import Executor, Outcome
@@ -55,8 +56,10 @@ class Engine:
     hook: HookRunner | None = None
     heartbeat: Callable[[], bool] | None = None
     heartbeat_every: float = 5.0
-    commit_delay: float = 0.005
-    """Longest a change waits for its group commit."""
+    commit_delay: float = 0.02
+    """Longest a change waits for its group commit (the ends of a fan-out of short tasks
+    then share a transaction, about 30 of them here; a task waits for none of it, only its
+    announcement does)."""
     _graph: Graph = attrs.field(init=False)
     _tasks: dict[str, TaskSpec] = attrs.field(init=False)
     _order: list[str] = attrs.field(init=False)
@@ -262,8 +265,11 @@ class Engine:
             while self._candidates:
                 batch, self._candidates = self._candidates, set()
                 for name in sorted(batch, key=position.__getitem__):
-                    if self._decidable(name) and self._decide(name) == "run":
-                        self._enqueue(name)
+                    if (self._decidable(name) and self._decide(name) == "run"
+                            and self._enqueue(name)):
+                        # a new worker starts its task now, before the rest of a large
+                        # batch is queued: the machine runs it meanwhile
+                        await anyio.lowlevel.checkpoint()
             if self._unfinished == 0:
                 return
             await self._wake.wait()
@@ -290,8 +296,9 @@ class Engine:
 
     # -- workers: at most ``concurrency`` attempts at a time, in the order tasks queued ----
 
-    def _enqueue(self, name: str) -> None:
-        """Hand a task to an idle worker (a new one while fewer than ``concurrency`` run)."""
+    def _enqueue(self, name: str) -> bool:
+        """Hand a task to an idle worker (a new one while fewer than ``concurrency`` run);
+        whether a new worker was started."""
         self._ready.append(name)
         if self._idle:
             self._more.set()
@@ -300,6 +307,8 @@ class Engine:
             assert self._tg is not None
             self._workers += 1
             self._tg.start_soon(self._worker)
+            return True
+        return False
 
     async def _worker(self) -> None:
         while True:

@@ -94,7 +94,7 @@ class Journal:
         next_try_at: float | None = None,
     ) -> None:
         row = self._tasks.get(task)
-        encoded = None if outputs is None else _encode(dict(outputs))
+        encoded = None if outputs is None else _encode(dict(outputs)) if outputs else "{}"
         if row is None:
             self._tasks[task] = [state, next_try_at, encoded, self._run_id, task]
         else:
@@ -160,7 +160,7 @@ class Journal:
         self._attempts[task, number] = row
 
     def add_event(self, kind: str, task: str | None, data: Mapping[str, Any], at: float) -> None:
-        self._events.append((self._run_id, kind, at, task, _encode_own(data)))
+        self._events.append((self._run_id, kind, at, task, _encode_own(data) if data else "{}"))
 
     def add_hook(self, hook: PendingHook) -> None:
         """A hook call to make once this batch is committed; it stays in the store's outbox
