@@ -9,7 +9,8 @@ counts, so a burst of load on a shared machine spoils one round, not the figure.
 gets a fresh Forge home, and all of them are deleted only at the end: on an ext4 without a
 journal, creating files within minutes of deleting thousands is several times slower (inode
 allocation skips recently freed inodes), which would charge the benchmark's own clean-up to
-the next round. Prints a table and one JSON line; asserts nothing. Run: python
+the next round. The cost of creating one empty file there, measured first, is printed as a
+figure of that state. Prints a table and one JSON line; asserts nothing. Run: python
 benchmarks/bench_workflow.py
 """
 
@@ -88,6 +89,19 @@ def forge_run(spec: WorkflowSpec, homes: Path) -> tuple[float, float, float]:
     return took, cpu, (_all_cpu() - everything) / took
 
 
+def file_create_us(folder: Path, n: int = 300) -> float:
+    """Microseconds to create (and close) one empty file in a new folder under ``folder``,
+    as a run creates each attempt's log: a figure of the disk's state, which moves the
+    fan-out (on an ext4 without a journal, creating files is several times slower for a few
+    minutes after thousands were deleted)."""
+    probe = Path(tempfile.mkdtemp(dir=folder))
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    start = time.perf_counter()
+    for i in range(n):
+        os.close(os.open(probe / f"f{i}.log", flags, 0o644))
+    return (time.perf_counter() - start) / n * 1e6
+
+
 def step(value: int) -> dict[str, int]:
     return {"value": value + 1}
 
@@ -145,6 +159,7 @@ def main() -> None:
     bare, forge_fan, fan_cpu, bare_chain, forge_chain, chain_cpu = (float("inf"),) * 6
     bare_busy = forge_busy = 0.0  # of the best round of each
     with tempfile.TemporaryDirectory() as homes:  # deleted after the last round
+        create_us = file_create_us(Path(homes))
         for _ in range(ROUNDS):  # alternating, best of each
             took, busy = bare_fanout(FANOUT)
             if took < bare:
@@ -167,6 +182,7 @@ def main() -> None:
         "fanout_engine_cpu_ms_per_task": round(fan_cpu / (FANOUT + 1) * 1000, 3),
         "fanout_bare_cores_busy": round(bare_busy, 2),
         "fanout_forge_cores_busy": round(forge_busy, 2),
+        "disk_file_create_us": round(create_us, 1),
         "chain_tasks": CHAIN,
         "chain_bare_s": round(bare_chain, 5),
         "chain_forge_s": round(forge_chain, 3),
