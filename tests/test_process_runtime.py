@@ -199,6 +199,45 @@ class TestProcessRuntime:
         assert old.broken
         assert not new.broken
 
+    async def test_a_new_watchdog_guards_what_the_killed_one_guarded(self, tmp_path: Path) -> None:
+        """A child started before its watchdog was killed still dies with Forge: the watchdog
+        that replaces the killed one takes its groups over."""
+        probe = FifoProbe(tmp_path / "probe")
+        script = f"exec 3>{probe.path}; sleep 1000 & echo ready >&3; wait"
+        code = textwrap.dedent(f"""
+            import anyio, os, signal
+            from forge_core.abc import ContainerSpec
+            from forge_core.runtime import ProcessRuntime, _watchdog
+
+            async def main():
+                rt = ProcessRuntime()
+                await rt.start(ContainerSpec(command=["sh", "-c", {script!r}]))
+                old = _watchdog.watchdog()
+                os.kill(old.pid, signal.SIGKILL)
+                os.waitpid(old.pid, 0)
+                await rt.start(ContainerSpec(command=["sleep", "1000"]))  # brings up a new one
+                assert _watchdog.watchdog().pid != old.pid
+                print("started", flush=True)
+                await anyio.sleep(1000)
+
+            anyio.run(main)
+        """)
+        path = tmp_path / "helper.py"
+        path.write_text(code)
+        helper = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE)
+        try:
+            assert helper.stdout is not None
+            assert helper.stdout.readline() == b"started\n"
+            await probe.read_until(b"ready")
+            helper.kill()
+            helper.wait()
+            assert await probe.wait_closed(), "the first child outlived Forge"
+        finally:
+            if helper.stdout is not None:
+                helper.stdout.close()
+            helper.kill()
+            probe.close()
+
     async def test_detached_child_survives_forge(self, tmp_path: Path) -> None:
         """A detached child keeps running (and answers) after its starter is SIGKILLed."""
         probe, ping = FifoProbe(tmp_path / "probe"), tmp_path / "ping"

@@ -3,7 +3,9 @@ every non-detached child still running when Forge dies, grandchildren included.
 
 Forge writes each group id into a slot of a file both processes map (no system call and no
 wake-up of the watchdog per child); the watchdog sleeps on a pipe that only Forge holds, and
-when that pipe closes — Forge exited or was SIGKILLed — it reads the slots and kills.
+when that pipe closes — Forge exited or was SIGKILLed — it reads the slots and kills. A
+watchdog that was itself killed is replaced at the next start, and its replacement takes over
+the groups it guarded.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class Watchdog:
         self._slots: dict[int, int] = {}
         self._free: list[int] = []
         self._used = 0
+        self._successor: Watchdog | None = None
+        """The watchdog that took over this one's groups when it died (see :meth:`adopt`)."""
         self._file = _slot_file()
         try:
             self._map(_SLOTS)
@@ -109,6 +113,18 @@ class Watchdog:
             if slot is not None:
                 self._view[slot] = 0
                 self._free.append(slot)
+            successor = self._successor
+        if successor is not None:  # it guards this group now: it must forget it too
+            successor.unregister(pgid)
+
+    def adopt(self, dead: Watchdog) -> None:
+        """Guard the groups ``dead`` was guarding: their processes still run, and would
+        outlive Forge otherwise. Registered under ``dead``'s lock, so a group reaped
+        meanwhile is either not taken over or unregistered here too."""
+        with dead._lock:
+            for pgid in dead._slots:
+                self.register(pgid)
+            dead._successor = self
 
     def _alive(self) -> bool:
         if not self.broken:
@@ -156,12 +172,15 @@ def watchdog() -> Watchdog | None:
         if _watchdog is None or _watchdog.broken or _watchdog.owner != os.getpid():
             if not hasattr(os, "posix_spawn") or not sys.executable:
                 return None
+            dead = _watchdog if _watchdog is not None and _watchdog.owner == os.getpid() else None
             try:
                 _watchdog = Watchdog()
             except OSError as exc:
                 log.warning("cannot start the child watchdog (children may outlive Forge): %s",
                             exc)
                 return None
+            if dead is not None:  # killed: its children still need guarding
+                _watchdog.adopt(dead)
         return _watchdog
 
 
