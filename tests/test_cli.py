@@ -202,6 +202,28 @@ class TestBadInput:
         result = forge("run", "x", cwd=tmp_path, env=env)
         assert_clean_error(result)
 
+    @pytest.mark.parametrize("damage", ["not a database", "a directory", "home is a file"])
+    def test_an_unusable_state_database_is_named_with_what_to_do(
+        self, tmp_path: Path, env: dict[str, str], damage: str
+    ) -> None:
+        """A state.db that is not a database (or not a file, or under a FORGE_HOME that is a
+        file) is one line naming it, not an internal error."""
+        write(tmp_path / "forge.yml", "workflows:\n  w:\n    tasks:\n      - {name: a, command: x}\n")
+        db = Path(env["FORGE_HOME"]) / "state.db"
+        if damage == "a directory":
+            db.mkdir(parents=True)
+        elif damage == "home is a file":
+            db.parent.write_text("")
+        else:
+            db.parent.mkdir(parents=True)
+            db.write_text("these are not the pages of a SQLite file\n" * 200)
+        for args in (("run", "w"), ("workflow", "history")):
+            result = forge(*args, cwd=tmp_path, env=env)
+            assert_clean_error(result, code=1)
+            assert f"cannot use the state database {db}" in result.stderr
+            assert "internal error" not in result.stderr
+            assert "FORGE_HOME" in result.stderr
+
     def test_a_bad_param_flag_says_how_to_write_it(self, tmp_path: Path, env: dict[str, str]) -> None:
         """-p without '=' is refused with the right form."""
         write(tmp_path / "forge.yml", "workflows:\n  w:\n    tasks:\n      - {name: a, command: x}\n")

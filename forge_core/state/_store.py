@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import NotFound, RunLocked
+from ..exceptions import BackendUnavailable, NotFound, RunLocked
 from ._records import AttemptRecord, EventRecord, PendingHook, RunRecord, TaskRecord
 
 __all__ = ["StateStore"]
@@ -72,19 +72,35 @@ class StateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                   timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # A checkpoint (two fsyncs, ~5 ms here) every 8192 WAL pages, not the default 1000: a
-        # run commits a few pages per task, and the WAL is cut back to 32 MiB after each.
-        self._db.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
-        self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False,
+                                       isolation_level=None, timeout=30.0)
+        except (OSError, sqlite3.Error) as exc:  # a file or directory in the way, no permission
+            raise self._unusable(exc) from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            # A checkpoint (two fsyncs, ~5 ms here) every 8192 WAL pages, not the default
+            # 1000: a run commits a few pages per task, and the WAL is cut back to 32 MiB
+            # after each.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
+            self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
+            self._db.close()
+            raise self._unusable(exc) from None
         self._tx = _Transaction(self._db, self._lock)
+
+    def _unusable(self, exc: OSError | sqlite3.Error) -> BackendUnavailable:
+        why: object = exc
+        if isinstance(exc, OSError) and exc.strerror:
+            why = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+        return BackendUnavailable(
+            f"cannot use the state database {self.path}: {why}; move it aside (Forge starts "
+            "a new one) or point FORGE_HOME elsewhere")
 
     def close(self) -> None:
         with self._lock:
