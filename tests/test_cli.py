@@ -224,6 +224,20 @@ class TestBadInput:
             assert "internal error" not in result.stderr
             assert "FORGE_HOME" in result.stderr
 
+    def test_a_negative_keep_is_refused_and_deletes_nothing(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """`system prune --keep -1` is a usage error (SQLite would read OFFSET -1 as 0 and
+        delete every finished run)."""
+        write(tmp_path / "forge.yml", "workflows:\n  w:\n    tasks:\n      - {name: a, command: 'true'}\n")
+        assert forge("run", "w", cwd=tmp_path, env=env).returncode == 0
+        result = forge("system", "prune", "--keep", "-1", cwd=tmp_path, env=env)
+        assert result.returncode == 2
+        assert "--keep" in result.stderr
+        assert "Traceback" not in result.stderr
+        history = forge("workflow", "history", "--json", cwd=tmp_path, env=env)
+        assert len(json.loads(history.stdout)) == 1
+
     def test_a_bad_param_flag_says_how_to_write_it(self, tmp_path: Path, env: dict[str, str]) -> None:
         """-p without '=' is refused with the right form."""
         write(tmp_path / "forge.yml", "workflows:\n  w:\n    tasks:\n      - {name: a, command: x}\n")

@@ -69,7 +69,7 @@ def system_usage(as_json: bool = JsonOption) -> None:
 
 @system_app.command("prune")
 def system_prune(
-    keep: int = typer.Option(100, "--keep", help="Finished runs to keep per workflow."),
+    keep: int = typer.Option(100, "--keep", min=0, help="Finished runs to keep per workflow."),
     as_json: bool = JsonOption,
 ) -> None:
     """Delete finished runs beyond the newest KEEP per workflow, with their logs."""

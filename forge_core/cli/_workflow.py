@@ -191,7 +191,7 @@ def workflow_validate(
 @workflow_app.command("history")
 def workflow_history(
     name: str = typer.Argument(None, help="Only runs of this workflow."),
-    limit: int = typer.Option(20, "--limit", "-n", help="How many runs."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many runs."),
     as_json: bool = JsonOption,
 ) -> None:
     """Past and current runs, newest first."""
@@ -264,7 +264,7 @@ def workflow_resume(
 def logs(
     run_ref: str = typer.Argument(..., metavar="RUN", help="Run id, unique prefix, or 'last'."),
     task: str = typer.Argument(..., help="Task name."),
-    attempt: int = typer.Option(None, "--attempt", "-a", help="Attempt number (default: latest)."),
+    attempt: int = typer.Option(None, "--attempt", "-a", min=1, help="Attempt number (default: latest)."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing while it runs."),
 ) -> None:
     """Print a task attempt's output."""

@@ -119,7 +119,7 @@ def daemon_start(config: Path = ConfigOption, host: str = HostOption, port: int 
 
 @daemon_app.command("stop")
 def daemon_stop(
-    timeout: float = typer.Option(60.0, help="Seconds to wait for it to exit."),
+    timeout: float = typer.Option(60.0, min=0, help="Seconds to wait for it to exit."),
 ) -> None:
     """Stop the background daemon gracefully (SIGTERM)."""
     pid = _read_pid()
@@ -153,7 +153,7 @@ def daemon_status(as_json: bool = JsonOption) -> None:
 
 
 @daemon_app.command("logs")
-def daemon_logs(lines: int = typer.Option(50, "-n", "--lines", help="Lines from the end.")) -> None:
+def daemon_logs(lines: int = typer.Option(50, "-n", "--lines", min=0, help="Lines from the end.")) -> None:
     """Print the end of the background daemon's log."""
     log_file = _files()[1]
     if not log_file.exists():

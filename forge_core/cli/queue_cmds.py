@@ -97,7 +97,7 @@ def task_submit(
     input_: str = typer.Option(None, "--input", "-i", help="The payload, as JSON."),
     file: str = typer.Option(None, "--file", "-f", help="JSONL file of tasks ('-' = stdin)."),
     priority: int = typer.Option(3, "--priority", "-p", min=1, max=5, help="1 highest."),
-    delay: float = typer.Option(0.0, "--delay", help="Seconds before it may run."),
+    delay: float = typer.Option(0.0, "--delay", min=0, help="Seconds before it may run."),
     key: str = typer.Option(None, "--key", help="Idempotency key: a repeat is a no-op."),
     tags: Annotated[list[str] | None, typer.Option(
         "--tag", help="Only agents with every tag take it.")] = None,
@@ -127,7 +127,7 @@ def task_submit(
 
 
 @task_app.command("wait")
-def task_wait(item_id: str, timeout: float = typer.Option(None, "--timeout",
+def task_wait(item_id: str, timeout: float = typer.Option(None, "--timeout", min=0,
                                                           help="Seconds; default forever."),
               queue: str = QueueOpt) -> None:
     """Wait for a task to finish and print it as JSON; exit 1 unless it ended done."""
@@ -145,7 +145,7 @@ def _row(item: QueueItem) -> str:
 
 @task_app.command("list")
 def task_list(state: str = typer.Option(None, "--state", help="pending, reserved, done, dead…"),
-              kind: str = typer.Option(None, "--kind"), limit: int = typer.Option(50, "--limit"),
+              kind: str = typer.Option(None, "--kind"), limit: int = typer.Option(50, "--limit", min=1),
               queue: str = QueueOpt, as_json: bool = JsonOpt) -> None:
     """Tasks, newest first."""
     if state not in (None, "pending", "reserved", "done", "dead", "cancelled"):
@@ -209,7 +209,7 @@ def queue_stats(queue: str = QueueOpt, as_json: bool = JsonOpt) -> None:
 
 
 @queue_app.command("dead-letters")
-def queue_dead_letters(limit: int = typer.Option(100, "--limit"), queue: str = QueueOpt,
+def queue_dead_letters(limit: int = typer.Option(100, "--limit", min=1), queue: str = QueueOpt,
                        as_json: bool = JsonOpt) -> None:
     """Tasks that spent their deliveries (requeue one with: forge task requeue ID)."""
     items: list[QueueItem] = list(_with_queue(queue, lambda q: q.dead_letters(limit)))
@@ -239,16 +239,16 @@ def agent_start(
         "--kinds", help="Only these task kinds (comma list).")] = None,
     name: str = typer.Option("agent", "--name", help="Pool name; agents are NAME-0, NAME-1…"),
     concurrency: int = typer.Option(5, "--concurrency", min=1),
-    lease: float = typer.Option(30.0, "--lease", help="Lease seconds, heartbeated."),
-    grace: float = typer.Option(10.0, "--grace", help="SIGTERM → SIGKILL seconds."),
-    max_memory: int = typer.Option(None, "--max-memory", help="Bytes; restart above it."),
+    lease: float = typer.Option(30.0, "--lease", min=0.001, help="Lease seconds, heartbeated."),
+    grace: float = typer.Option(10.0, "--grace", min=0, help="SIGTERM → SIGKILL seconds."),
+    max_memory: int = typer.Option(None, "--max-memory", min=1, help="Bytes; restart above it."),
     health_command: str = typer.Option(None, "--health-command",
                                        help="Run at each health check (argv, space separated)."),
     retry_on: Annotated[list[str] | None, typer.Option(
         "--retry-on", help="Retry only errors matching this regex.")] = None,
-    retry_delay: float = typer.Option(1.0, "--retry-delay",
+    retry_delay: float = typer.Option(1.0, "--retry-delay", min=0,
                                       help="First retry's delay; doubles each time, jittered."),
-    silence_timeout: float = typer.Option(None, "--silence-timeout",
+    silence_timeout: float = typer.Option(None, "--silence-timeout", min=0.001,
                                           help="Restart an agent silent this long mid-task."),
     prefetch: int = typer.Option(16, "--prefetch", min=0,
                                  help="Most tasks leased ahead by an agent of short tasks."),
@@ -329,7 +329,7 @@ def agent_resume(name: str, state_dir: Path = AgentsDir) -> None:
 
 
 @agent_app.command("logs")
-def agent_logs(name: str, tail: int = typer.Option(100, "--tail", "-n"),
+def agent_logs(name: str, tail: int = typer.Option(100, "--tail", "-n", min=0),
                state_dir: Path = AgentsDir) -> None:
     """The last lines of agent NAME's log (its stderr and the manager's notes)."""
     path = agent_state.agents_dir(state_dir) / f"{name}.log"

@@ -123,7 +123,7 @@ def logs(ref: str, follow: bool = typer.Option(False, "-f", "--follow")) -> None
 
 @app.command()
 @guarded
-def stop(refs: list[str], time_: float = typer.Option(10.0, "-t", "--time")) -> None:
+def stop(refs: list[str], time_: float = typer.Option(10.0, "-t", "--time", min=0)) -> None:
     """SIGTERM, then SIGKILL after the grace time."""
     import anyio
 
