@@ -6,6 +6,7 @@ The CLI, the daemon and Python callers all start runs here.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets as _secrets
@@ -42,7 +43,9 @@ def new_owner_id() -> str:
 
 
 def merge_params(spec: WorkflowSpec, given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Declared params overridden by ``given``; an undeclared name is a config error."""
+    """Declared params overridden by ``given``; an undeclared name is a config error. A
+    string given for a param whose default is a number, a boolean, a list or a mapping (as
+    ``-p key=value`` gives) is read as one, so a Python task gets the type its default has."""
     given = dict(given or {})
     unknown = sorted(set(given) - set(spec.params))
     if unknown:
@@ -51,7 +54,41 @@ def merge_params(spec: WorkflowSpec, given: Mapping[str, Any] | None) -> dict[st
             f"workflow {spec.name!r} has no param {', '.join(map(repr, unknown))} "
             f"(declared: {declared}); declare it under params:"
         )
+    for name, value in given.items():
+        default = spec.params[name]
+        if isinstance(value, str) and not isinstance(default, str) and default is not None:
+            given[name] = _as_type_of(default, value, name)
     return {**spec.params, **given}
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _as_type_of(default: Any, text: str, name: str) -> Any:
+    """``text`` read as the type of ``default``; a :class:`ConfigError` saying what it takes
+    when it cannot be."""
+    kind = type(default)
+    try:
+        if kind is bool:
+            word = text.strip().lower()
+            if word in _TRUE | _FALSE:
+                return word in _TRUE
+        elif kind is int:
+            return int(text)
+        elif kind is float:
+            return float(text)
+        elif isinstance(default, (list, dict)):
+            value = json.loads(text)
+            if isinstance(value, kind):
+                return value
+        else:
+            return text
+    except ValueError:
+        pass
+    expected = {bool: "true or false", int: "a whole number", float: "a number",
+                list: "a JSON list", dict: "a JSON object"}.get(kind, kind.__name__)
+    raise ConfigError(f"param {name!r} takes {expected} (its default is {default!r}), "
+                      f"got {text!r}")
 
 
 def _plugin_names(spec: WorkflowSpec, task: TaskSpec) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -283,6 +284,37 @@ class TestDataFlow:
         spec = workflow(TaskSpec(name="t", command=("true",)), params={"day": "x"})
         with pytest.raises(ConfigError, match="no param 'dya'"):
             await run(spec, store, tmp_path, params={"dya": "y"})
+        assert store.list_runs() == []
+
+    async def test_a_param_given_as_text_takes_its_defaults_type(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """-p gives text; a Python task still gets an int, a float, a bool and a list where
+        the declared defaults are those, and text where the default is text."""
+        def show(n: int, ratio: float, dry: bool, tags: list[str], name: str) -> dict[str, Any]:
+            return {"types": [type(v).__name__ for v in (n, ratio, dry, tags, name)],
+                    "sum": n + 1, "tags": tags}
+
+        spec = workflow(TaskSpec(name="show", func=show, python="tests:show"),
+                        params={"n": 3, "ratio": 0.5, "dry": False, "tags": ["a"], "name": "x"})
+        given = {"n": "7", "ratio": "2", "dry": "yes", "tags": '["b", "c"]', "name": "5"}
+        record = await run(spec, store, tmp_path, params=given)
+        assert record.tasks[0].outputs == {
+            "types": ["int", "float", "bool", "list", "str"], "sum": 8, "tags": ["b", "c"]}
+
+    @pytest.mark.parametrize(("name", "text", "says"), [
+        ("n", "seven", "param 'n' takes a whole number (its default is 3), got 'seven'"),
+        ("dry", "maybe", "param 'dry' takes true or false"),
+        ("tags", "b,c", "param 'tags' takes a JSON list"),
+    ])
+    async def test_a_param_that_cannot_take_its_defaults_type_is_refused(
+        self, store: StateStore, tmp_path: Path, name: str, text: str, says: str
+    ) -> None:
+        """Nothing runs, and the error says what the param takes."""
+        spec = workflow(TaskSpec(name="t", command=("true",)),
+                        params={"n": 3, "dry": False, "tags": ["a"]})
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            await run(spec, store, tmp_path, params={name: text})
         assert store.list_runs() == []
 
     async def test_python_tasks_get_params_and_upstream_outputs_by_name(
