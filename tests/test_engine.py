@@ -260,6 +260,25 @@ class TestDataFlow:
         assert record.state == "succeeded"
         assert seen.read_text() == "['42', 'a b', 'tuesday']7"
 
+    @pytest.mark.parametrize(("written", "says"), [
+        ("'x' * (1 << 20) + 'yz'", "holds more than 1 MiB; write bulk data to a file"),
+        ("'{\"n\": '", "is not valid JSON"),
+        ("'no equals sign here'", "line 1 is not key=value"),
+    ])
+    async def test_an_output_file_that_cannot_be_read_fails_its_task_saying_why(
+        self, store: StateStore, tmp_path: Path, written: str, says: str
+    ) -> None:
+        """Too big (read no further than the limit), broken JSON or a line without '=':
+        the task fails with the reason, and its dependents do not run."""
+        spec = workflow(
+            TaskSpec(name="out", command=py(
+                f"import os; open(os.environ['FORGE_OUTPUT'],'w').write({written})")),
+            TaskSpec(name="after", command=("true",), depends_on=("out",)),
+        )
+        record = await run(spec, store, tmp_path)
+        assert states(record) == {"out": "failed", "after": "upstream_failed"}
+        assert says in record.tasks[0].attempts[-1].error
+
     async def test_template_values_never_become_shell_code(
         self, store: StateStore, tmp_path: Path
     ) -> None:

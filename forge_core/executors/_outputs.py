@@ -6,10 +6,15 @@ import json
 import os
 from typing import Any
 
-__all__ = ["OutputError", "read_outputs"]
+__all__ = ["OUTPUT_LIMIT", "OutputError", "read_outputs"]
 
 
 _READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)  # Windows has no O_CLOEXEC
+
+
+OUTPUT_LIMIT = 1 << 20
+"""Most bytes an output file may hold (1 MiB): outputs are stored with the run and filled
+into later tasks' commands; bulk data goes in a file whose path is the output."""
 
 
 class OutputError(Exception):
@@ -34,7 +39,11 @@ def read_outputs(path: str | os.PathLike[str] | None) -> dict[str, Any]:
         raise OutputError(f"cannot read output file {path}: {exc}") from None
     try:
         with open(fd, "rb") as fh:
-            text = fh.read().decode("utf-8")
+            data = fh.read(OUTPUT_LIMIT + 1)  # never more: a runaway task cannot fill memory
+        if len(data) > OUTPUT_LIMIT:
+            raise OutputError(f"output file {path} holds more than {OUTPUT_LIMIT >> 20} MiB; "
+                              "write bulk data to a file of your own and output its path")
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise OutputError(f"cannot read output file {path}: {exc}") from None
     if text.lstrip().startswith("{"):
