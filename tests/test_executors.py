@@ -46,6 +46,9 @@ def boom():
 def unserialisable():
     return {"obj": object()}
 
+def oversized():
+    return {"blob": "x" * (1 << 20)}
+
 async def coro(x):
     return {"double": x * 2}
 
@@ -166,6 +169,15 @@ class TestPythonTasks:
         result = await any_executor.submit(python_run(tmp_path, f"{tasks}:unserialisable"))
         assert result.status == "failed"
         assert "JSON" in result.error
+
+    async def test_outputs_over_a_mebibyte_fail(
+        self, any_executor: Executor, tasks: str, tmp_path: Path
+    ) -> None:
+        """Outputs larger than 1 MiB as JSON fail the task, saying to return a path."""
+        result = await any_executor.submit(python_run(tmp_path, f"{tasks}:oversized"))
+        assert result.status == "failed"
+        assert "more than 1 MiB" in result.error
+        assert "return its path" in result.error
 
     async def test_missing_target_fails_clearly(
         self, any_executor: Executor, tmp_path: Path

@@ -6,15 +6,12 @@ import json
 import os
 from typing import Any
 
-__all__ = ["OUTPUT_LIMIT", "OutputError", "read_outputs"]
+from ._pyrun import OUTPUT_LIMIT
+
+__all__ = ["OutputError", "read_outputs"]
 
 
 _READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)  # Windows has no O_CLOEXEC
-
-
-OUTPUT_LIMIT = 1 << 20
-"""Most bytes an output file may hold (1 MiB): outputs are stored with the run and filled
-into later tasks' commands; bulk data goes in a file whose path is the output."""
 
 
 class OutputError(Exception):

@@ -93,6 +93,12 @@ def call(func: Callable[..., Any], inputs: Mapping[str, Any]) -> Any:
     return value
 
 
+OUTPUT_LIMIT = 1 << 20
+"""Most bytes a task's outputs may take (1 MiB, as JSON or as its output file): outputs are
+stored with the run and filled into later tasks' commands; bulk data goes in a file whose
+path is the output."""
+
+
 def to_outputs(value: Any) -> dict[str, Any]:
     """A task's return value as outputs: a dict as is, anything else under ``"return"``.
 
@@ -104,9 +110,12 @@ def to_outputs(value: Any) -> dict[str, Any]:
     if not all(isinstance(key, str) for key in outputs):
         raise TaskError("a python task's returned dict must have string keys")
     try:
-        json.dumps(outputs)
+        size = len(json.dumps(outputs))
     except (TypeError, ValueError) as exc:
         raise TaskError(f"python task outputs are not JSON-serialisable: {exc}") from None
+    if size > OUTPUT_LIMIT:
+        raise TaskError(f"python task outputs take more than {OUTPUT_LIMIT >> 20} MiB as JSON; "
+                        "write bulk data to a file and return its path")
     return outputs
 
 
