@@ -64,6 +64,14 @@ class TestWorkflowCommands:
         runs = store.list_runs("etl")
         assert sorted(r.trigger for r in runs) == ["backfill", "backfill"]
 
+    def test_a_reversed_backfill_range_is_refused(self, project: Path) -> None:
+        """--from after --to is a usage error saying so, not a silent 'nothing to backfill'."""
+        result = forge(project, "workflow", "backfill", "etl", "--from", "2026-01-03",
+                       "--to", "2026-01-01")
+        assert result.returncode == 2
+        assert result.stderr.startswith("error: --from 2026-01-03 is after --to 2026-01-01")
+        assert StateStore(project / "home" / "state.db").list_runs() == []
+
     def test_sigterm_stops_a_backfill_before_its_later_dates(self, tmp_path: Path) -> None:
         """SIGTERM during a backfill's first run stops that run (cancelled) and exits 143;
         the later dates never run."""

@@ -247,9 +247,12 @@ def workflow_backfill(
         spec = target.workflow(name)
         if not spec.schedule:
             fail(f"workflow {name!r} has no schedule to backfill")
+        first, last = _parse_when(start, spec.timezone), _parse_when(end, spec.timezone)
+        if first > last:
+            fail(f"--from {start} is after --to {end}; the range is [--from, --to], oldest "
+                 "first (use --order newest to run the newest date first)")
         home, store = open_home(target.project)
-        dates = backfill_dates(spec, _parse_when(start, spec.timezone),
-                               _parse_when(end, spec.timezone), reprocess, order, store)
+        dates = backfill_dates(spec, first, last, reprocess, order, store)
         if dry_run or not dates:
             if as_json:
                 emit_json({"dates": dates, "dry_run": dry_run})
