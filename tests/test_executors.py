@@ -162,22 +162,20 @@ class TestPythonTasks:
         assert "Traceback" in log
         assert 'raise ValueError("boom")' in log
 
-    async def test_unserialisable_outputs_fail(
-        self, any_executor: Executor, tasks: str, tmp_path: Path
+    @pytest.mark.parametrize(("target", "says"), [
+        ("unserialisable", ("JSON",)),
+        ("oversized", ("more than 1 MiB", "return its path")),
+    ])
+    async def test_outputs_that_cannot_be_stored_fail(
+        self, any_executor: Executor, tasks: str, tmp_path: Path, target: str,
+        says: tuple[str, ...],
     ) -> None:
-        """Outputs that are not JSON-serialisable fail the task, saying so."""
-        result = await any_executor.submit(python_run(tmp_path, f"{tasks}:unserialisable"))
+        """Outputs that are not JSON-serialisable, or larger than 1 MiB as JSON, fail the
+        task, saying so (and, for the large ones, to return a path)."""
+        result = await any_executor.submit(python_run(tmp_path, f"{tasks}:{target}"))
         assert result.status == "failed"
-        assert "JSON" in result.error
-
-    async def test_outputs_over_a_mebibyte_fail(
-        self, any_executor: Executor, tasks: str, tmp_path: Path
-    ) -> None:
-        """Outputs larger than 1 MiB as JSON fail the task, saying to return a path."""
-        result = await any_executor.submit(python_run(tmp_path, f"{tasks}:oversized"))
-        assert result.status == "failed"
-        assert "more than 1 MiB" in result.error
-        assert "return its path" in result.error
+        for words in says:
+            assert words in result.error
 
     async def test_missing_target_fails_clearly(
         self, any_executor: Executor, tmp_path: Path

@@ -204,37 +204,19 @@ class TestProcessRuntime:
         that replaces the killed one takes its groups over."""
         probe = FifoProbe(tmp_path / "probe")
         script = f"exec 3>{probe.path}; sleep 1000 & echo ready >&3; wait"
-        code = textwrap.dedent(f"""
-            import anyio, os, signal
-            from forge_core.abc import ContainerSpec
-            from forge_core.runtime import ProcessRuntime, _watchdog
-
-            async def main():
-                rt = ProcessRuntime()
-                await rt.start(ContainerSpec(command=["sh", "-c", {script!r}]))
-                old = _watchdog.watchdog()
-                os.kill(old.pid, signal.SIGKILL)
-                os.waitpid(old.pid, 0)
-                await rt.start(ContainerSpec(command=["sleep", "1000"]))  # brings up a new one
-                assert _watchdog.watchdog().pid != old.pid
-                print("started", flush=True)
-                await anyio.sleep(1000)
-
-            anyio.run(main)
+        helper = _start_helper(tmp_path, script, detach=False, then="""
+            old = _watchdog.watchdog()
+            os.kill(old.pid, signal.SIGKILL)
+            os.waitpid(old.pid, 0)
+            await rt.start(ContainerSpec(command=["sleep", "1000"]))  # brings up a new one
+            assert _watchdog.watchdog().pid != old.pid
         """)
-        path = tmp_path / "helper.py"
-        path.write_text(code)
-        helper = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE)
         try:
-            assert helper.stdout is not None
-            assert helper.stdout.readline() == b"started\n"
             await probe.read_until(b"ready")
             helper.kill()
             helper.wait()
             assert await probe.wait_closed(), "the first child outlived Forge"
         finally:
-            if helper.stdout is not None:
-                helper.stdout.close()
             helper.kill()
             probe.close()
 
@@ -329,21 +311,25 @@ class TestProcessRuntime:
         await runtime.remove(handle)
 
 
-def _start_helper(tmp_path: Path, script: str, *, detach: bool) -> subprocess.Popen[bytes]:
-    """A separate Python process that starts ``script`` through a ProcessRuntime and sleeps."""
+def _start_helper(
+    tmp_path: Path, script: str, *, detach: bool, then: str = ""
+) -> subprocess.Popen[bytes]:
+    """A separate Python process that starts ``script`` through a ProcessRuntime ``rt``, runs
+    the statements ``then`` (``os``, ``signal`` and ``_watchdog`` in scope), and sleeps."""
     code = textwrap.dedent(f"""
-        import anyio, sys
+        import anyio, os, signal, sys
         from forge_core.abc import ContainerSpec
-        from forge_core.runtime import ProcessRuntime
+        from forge_core.runtime import ProcessRuntime, _watchdog
 
         async def main():
             rt = ProcessRuntime()
             await rt.start(ContainerSpec(command=["sh", "-c", {script!r}], detach={detach}))
+        {{then}}
             print("started", flush=True)
             await anyio.sleep(1000)
 
         anyio.run(main)
-    """)
+    """).replace("{then}\n", textwrap.indent(textwrap.dedent(then), "    "))
     path = tmp_path / "helper.py"
     path.write_text(code)
     helper = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE)

@@ -348,8 +348,7 @@ class StateStore:
         transaction."""
         with self.tx() as db:
             db.execute("DELETE FROM hook_outbox WHERE id = ?", (hook.id,))
-            db.execute("INSERT INTO events (run_id, kind, at, task, data) VALUES (?, ?, ?, ?, ?)",
-                       (hook.run_id, kind, at, task, _dumps(dict(data))))
+            self.add_event(hook.run_id, kind, task=task, data=data, at=at)  # joins this tx
 
     # -- small durable values (scheduler cursors, pause flags) -----------------------------
 
