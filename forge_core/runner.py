@@ -144,6 +144,8 @@ class _Backends:
             await executor.aclose()
             if executor.queue is not None:
                 await executor.queue.aclose()
+        for runtime in self._runtimes.values():
+            await runtime.aclose()
 
 
 def _secrets_for(spec: WorkflowSpec) -> tuple[dict[str, str], Any]:

@@ -394,6 +394,8 @@ class TestInspection:
         assert [a["exit_code"] for a in flaky["attempts"]] == [1, 1]
         logs = forge("logs", "last", "say", cwd=tmp_path, env=env)
         assert logs.stdout.strip() == "hello-from-say"
+        silent = forge("logs", "last", "flaky", cwd=tmp_path, env=env)  # wrote nothing
+        assert (silent.returncode, silent.stdout.strip()) == (0, "(no output) exit code 1")
         missing = forge("logs", "last", "nope", cwd=tmp_path, env=env)
         assert_clean_error(missing)
 

@@ -488,10 +488,12 @@ class TestDurability:
     async def test_a_cancelled_run_leaves_no_log_file_of_a_task_that_never_started(
         self, store: StateStore, tmp_path: Path
     ) -> None:
-        """Tasks in line that never start leave no log file behind."""
+        """Tasks in line that never start leave no log file behind (nor a spare file the
+        runtime kept for logs)."""
         started = tmp_path / "started"
         spec = workflow(TaskSpec(name="t0", command=py(
-                            f"import time; open({str(started)!r}, 'w').close(); time.sleep(30)"),
+                            f"import time; print('up', flush=True); "
+                            f"open({str(started)!r}, 'w').close(); time.sleep(30)"),
                             grace=0.5),
                         *(TaskSpec(name=f"t{i}", command=("true",)) for i in range(1, 5)),
                         concurrency=1)

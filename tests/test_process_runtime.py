@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -16,6 +17,8 @@ import pytest
 from forge_core.abc import ContainerSpec, Handle, Resources
 from forge_core.exceptions import NotFound, Unsupported
 from forge_core.runtime import ProcessRuntime
+from forge_core.runtime._logs import LogFiles
+from forge_core.tail import follow
 from forge_core.testing import FifoProbe, RuntimeConformance
 
 pytestmark = pytest.mark.anyio
@@ -337,3 +340,67 @@ def _start_helper(
     assert helper.stdout.readline() == b"started\n"  # start() returned: the child is registered
     helper.stdout.close()
     return helper
+
+
+class TestLogFiles:
+    """A child's log file holds its output; a child that wrote nothing leaves no file."""
+
+    async def test_only_a_child_that_wrote_keeps_a_log_file(
+        self, runtime: ProcessRuntime, tmp_path: Path
+    ) -> None:
+        """Silent children leave no file and take turns with one spare; a talking one keeps
+        its log (the spare becomes it); closing the runtime deletes the spare."""
+        for i in range(3):
+            await runtime.run(ContainerSpec(command=["true"], log_path=tmp_path / f"q{i}.log"))
+        [spare] = os.listdir(tmp_path)
+        assert spare.startswith(".spool-")
+        await runtime.run(ContainerSpec(command=["echo", "said"], log_path=tmp_path / "s.log"))
+        assert os.listdir(tmp_path) == ["s.log"]
+        assert (tmp_path / "s.log").read_text() == "said\n"
+        await runtime.run(ContainerSpec(command=["true"], log_path=tmp_path / "q3.log"))
+        assert len(os.listdir(tmp_path)) == 2
+        await runtime.aclose()
+        assert os.listdir(tmp_path) == ["s.log"]
+
+    async def test_an_existing_log_is_appended_to(
+        self, runtime: ProcessRuntime, tmp_path: Path
+    ) -> None:
+        """A log path that exists keeps what it held, silent child or not."""
+        log = tmp_path / "agent.log"
+        log.write_text("before\n")
+        await runtime.run(ContainerSpec(command=["true"], log_path=log))
+        await runtime.run(ContainerSpec(command=["echo", "after"], log_path=log))
+        assert log.read_text() == "before\nafter\n"
+
+    async def test_spares_go_with_a_runtime_nobody_closed(self, tmp_path: Path) -> None:
+        rt = ProcessRuntime()
+        await rt.run(ContainerSpec(command=["true"], log_path=tmp_path / "a.log"))
+        assert len(os.listdir(tmp_path)) == 1  # the spare
+        del rt
+        gc.collect()
+        assert os.listdir(tmp_path) == []
+
+    def test_a_reader_of_a_silent_log_never_shows_the_next_childs_output(
+        self, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+    ) -> None:
+        """``follow`` opened a log whose child then ended silent; its file became the next
+        child's log, which wrote to it: the reader stops, showing nothing."""
+        logs = LogFiles()
+        first = logs.open(tmp_path / "first.log")
+        inode = os.fstat(first).st_ino
+        handed_on = []
+
+        def done() -> bool:  # the first child ends silent and the next one writes
+            if not handed_on:
+                logs.close(first)
+                handed_on.append(logs.open(tmp_path / "next.log"))
+                os.write(handed_on[0], b"the next child's output\n")
+                return False
+            return True
+
+        assert follow(tmp_path / "first.log", done, interval=0.01)
+        assert os.fstat(handed_on[0]).st_ino == inode  # the same file, reused
+        assert capsysbinary.readouterr().out == b""
+        assert (tmp_path / "next.log").read_bytes() == b"the next child's output\n"
+        logs.close(handed_on[0])
+        logs.release()

@@ -222,6 +222,10 @@ class Runtime(abc.ABC):
     async def list(self) -> list[Handle]:
         """Containers this runtime knows of (running or ended but not removed)."""
 
+    async def aclose(self) -> None:
+        """Release what the runtime keeps between containers (it may start more later).
+        Containers it started are left as they are."""
+
     async def attach(self, handle: Handle) -> tuple[anyio.abc.ByteSendStream, anyio.abc.ByteReceiveStream]:
         """Stdin and stdout pipes of an ``interactive`` container."""
         raise Unsupported(f"the {self.name!r} runtime does not support attaching to stdio")

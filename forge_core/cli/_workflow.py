@@ -285,14 +285,13 @@ def logs(
 
 
 def _print_log(store: Any, chosen: Any, follow: bool) -> None:
-    path = Path(chosen.log_path) if chosen.log_path else None
-    if path is None or not path.exists():
-        if chosen.error:
-            typer.echo(f"(no output) {chosen.error}")
-        return
     from ..tail import follow as follow_file
 
-    follow_file(path, (lambda: _attempt_done(store, chosen)) if follow else None)
+    path = Path(chosen.log_path) if chosen.log_path else None
+    found = path is not None and follow_file(
+        path, (lambda: _attempt_done(store, chosen)) if follow else None)
+    if not found and chosen.error:  # an attempt that wrote nothing has no log file
+        typer.echo(f"(no output) {chosen.error}")
 
 
 def _attempt_done(store: Any, chosen: Any) -> bool:

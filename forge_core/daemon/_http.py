@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,12 +118,17 @@ def _log_text(daemon: Daemon, request: Request) -> Response:
     attempts = [a for a in task.attempts if wanted is None or str(a.number) == wanted]
     if not attempts or not attempts[-1].log_path:
         raise NotFound(f"no log for task {name!r} of run {run_id}")
+    path = Path(attempts[-1].log_path)
     try:
-        with Path(attempts[-1].log_path).open("rb") as f:
+        with path.open("rb") as f:
             f.seek(max(0, f.seek(0, 2) - _LOG_LIMIT))
             text = f.read().decode("utf-8", "replace")
-    except OSError:
-        raise NotFound(f"log file of task {name!r} is gone") from None
+            if path.stat().st_ino != os.fstat(f.fileno()).st_ino:
+                text = ""  # it ended silent meanwhile: what was read is the next attempt's
+    except FileNotFoundError:  # an attempt that wrote nothing has no log file
+        text = ""
+    except OSError as exc:
+        raise NotFound(f"cannot read the log of task {name!r}: {exc.strerror}") from None
     return PlainTextResponse(daemon.redactor.redact(text))
 
 

@@ -79,10 +79,15 @@ class BaseExecutor(Executor):
         runtime: Runtime | None = None,
         queue: Queue | None = None,
     ) -> None:
+        self._owns_runtime = runtime is None
         runtime = runtime if runtime is not None else ProcessRuntime()
         super().__init__(concurrency=concurrency, runtime=runtime, queue=queue)
         self._runtime: Runtime = runtime
         self._made_dirs: set[str] = set()
+
+    async def aclose(self) -> None:
+        if self._owns_runtime:
+            await self._runtime.aclose()
 
     async def execute(self, run: TaskRun) -> Outcome:
         started = time.time()

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import ClassVar
 
 import anyio
@@ -32,6 +31,7 @@ import psutil
 from ..abc import Availability, ContainerSpec, ExitStatus, Handle, Runtime, Stats
 from ..exceptions import ForgeError, NotFound, Unsupported
 from . import _exits, _spawn, _watchdog
+from ._logs import LogFiles, open_log
 from ._streams import FdReceiveStream, FdSendStream
 
 __all__ = ["ProcessRuntime"]
@@ -63,6 +63,8 @@ class _Child:
     status: ExitStatus | None = None
     stdio: tuple[FdSendStream, FdReceiveStream] | None = None
     watchdog: _watchdog.Watchdog | None = None
+    log_fd: int | None = None
+    """What it logs through, until it is reaped."""
 
 
 @attrs.define(eq=False)
@@ -83,6 +85,7 @@ class ProcessRuntime(Runtime):
     _children: dict[str, _Child] = attrs.field(factory=dict, init=False)
     _spawners: anyio.CapacityLimiter = attrs.field(
         factory=lambda: anyio.CapacityLimiter(_SPAWNERS), init=False)
+    _logs: LogFiles = attrs.field(factory=LogFiles, init=False)
 
     @classmethod
     def available(cls) -> Availability:
@@ -95,15 +98,34 @@ class ProcessRuntime(Runtime):
         env = _environment(spec)
         limits = _spawn.rlimits_for(spec.resources.memory, spec.resources.cpu_time)
         watchdog = None if spec.detach else _watchdog.watchdog()  # running before the child
-        if _spawn.direct(spec.workdir, limits):  # a vfork: the loop waits only for the exec
-            pid, popen, ours = _launch(spec, env, limits, True)
-        else:  # a real fork: in a worker thread, so the loop goes on meanwhile
-            pid, popen, ours = await anyio.to_thread.run_sync(_launch, spec, env, limits, False,
-                                                             limiter=self._spawners)
-        child = _adopt(spec, pid, popen, ours, watchdog)
+        log_fd = self._log_fd(spec)
+        try:
+            if _spawn.direct(spec.workdir, limits):  # a vfork: the loop waits only for the exec
+                pid, popen, ours = _launch(spec, env, limits, True, log_fd)
+            else:  # a real fork: in a worker thread, so the loop goes on meanwhile
+                pid, popen, ours = await anyio.to_thread.run_sync(
+                    _launch, spec, env, limits, False, log_fd, limiter=self._spawners)
+        except BaseException:
+            if log_fd is not None:
+                self._logs.close(log_fd)
+            raise
+        if log_fd is not None and spec.detach:  # it outlives this runtime: the file is its own
+            self._logs.close(log_fd)
+            log_fd = None
+        child = _adopt(spec, pid, popen, ours, watchdog, log_fd)
         self._children[child.handle.id] = child
         log.debug("started %s: pid %s %s", child.handle.id, pid, spec.command[0])
         return child.handle
+
+    def _log_fd(self, spec: ContainerSpec) -> int | None:
+        if spec.log_path is None:
+            return None
+        if spec.detach:
+            return open_log(spec.log_path)
+        return self._logs.open(spec.log_path)
+
+    async def aclose(self) -> None:
+        self._logs.release()
 
     async def wait(self, handle: Handle) -> ExitStatus:
         child = self._get(handle)
@@ -113,6 +135,9 @@ class ProcessRuntime(Runtime):
                 try:
                     await _wait_exited(child)
                     child.status = _reap(child)
+                    if child.log_fd is not None:
+                        log_fd, child.log_fd = child.log_fd, None
+                        self._logs.close(log_fd)
                 finally:  # reaped, or cancelled: then another waiter takes over
                     child.waiting = False
                     if child.exited is not None:
@@ -185,31 +210,22 @@ def _environment(spec: ContainerSpec) -> dict[bytes, bytes]:
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
-def _open_log(path: str | os.PathLike[str]) -> int:
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-    try:
-        try:
-            return os.open(path, flags, 0o644)
-        except FileNotFoundError:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            return os.open(path, flags, 0o644)
-    except OSError as exc:
-        raise ForgeError(f"cannot open log file {path}: {exc.strerror}") from None
-
-
 def _launch(
     spec: ContainerSpec, env: Mapping[bytes, bytes], limits: list[_spawn.Limit], direct: bool,
+    log_fd: int | None,
 ) -> tuple[int, subprocess.Popen[bytes] | None, list[int]]:
-    """Start the child (``direct``: with ``posix_spawn``): its pid, its ``Popen`` if it
-    needed one, and the pipe ends Forge keeps for an interactive one."""
-    log_fd = _open_log(spec.log_path) if spec.log_path is not None else _devnull()
+    """Start the child (``direct``: with ``posix_spawn``), its output going to ``log_fd``
+    (which stays the caller's): its pid, its ``Popen`` if it needed one, and the pipe ends
+    Forge keeps for an interactive one."""
+    if log_fd is None:
+        log_fd = _devnull()
     ours: list[int] = []
-    theirs: list[int] = [log_fd] if spec.log_path is not None else []
+    theirs: list[int] = []
     stdin, stdout = _devnull(), log_fd
     if spec.interactive:
         stdin, in_w = os.pipe()
         out_r, stdout = os.pipe()
-        ours, theirs = [in_w, out_r], [*theirs, stdin, stdout]
+        ours, theirs = [in_w, out_r], [stdin, stdout]
     try:
         if direct:
             pid = _spawn.spawn_direct(spec.command, env=env, stdin=stdin, stdout=stdout,
@@ -229,7 +245,7 @@ def _launch(
 
 def _adopt(
     spec: ContainerSpec, pid: int, popen: subprocess.Popen[bytes] | None, ours: list[int],
-    watchdog: _watchdog.Watchdog | None,
+    watchdog: _watchdog.Watchdog | None, log_fd: int | None,
 ) -> _Child:
     """Register a started child with the watchdog and wrap it for the runtime."""
     if watchdog is not None and not watchdog.register(pid):  # it died: a new one
@@ -242,7 +258,8 @@ def _adopt(
         started_at=time.time(),
         info={"pgid": pid},
     )
-    child = _Child(handle=handle, pid=pid, popen=popen, pidfd=_pidfd(pid), watchdog=watchdog)
+    child = _Child(handle=handle, pid=pid, popen=popen, pidfd=_pidfd(pid), watchdog=watchdog,
+                   log_fd=log_fd)
     if ours:
         child.stdio = (FdSendStream(ours[0]), FdReceiveStream(ours[1]))
     return child
