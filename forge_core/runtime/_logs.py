@@ -48,8 +48,8 @@ class LogFiles:
     def __init__(self) -> None:
         self._spare: dict[str, list[tuple[int, str]]] = {}
         """folder -> (descriptor, spool path) of its empty spools."""
-        self._linked: dict[int, tuple[str, str]] = {}
-        """descriptor -> (log path, spool path) of the logs children write now."""
+        self._linked: dict[int, tuple[str, str, str]] = {}
+        """descriptor -> (log path, spool path, folder) of the logs children write now."""
         self._finalizer = weakref.finalize(self, _unlink_spares, self._spare)
 
     def open(self, path: str | os.PathLike[str]) -> int:
@@ -67,7 +67,7 @@ class LogFiles:
         except OSError:  # it exists (appended to), or hard links are not allowed here
             spare.append(spool)
             return open_log(path)
-        self._linked[fd] = (path, name)
+        self._linked[fd] = (path, name, folder)
         return fd
 
     def close(self, fd: int) -> None:
@@ -76,7 +76,7 @@ class LogFiles:
         if linked is None:
             os.close(fd)
             return
-        path, name = linked
+        path, name, folder = linked
         try:
             if os.fstat(fd).st_size:  # the log keeps the inode
                 os.unlink(name)
@@ -87,7 +87,7 @@ class LogFiles:
             os.close(fd)
             _unlink_quietly(name)
             return
-        self._spare.setdefault(os.path.dirname(path), []).append((fd, name))
+        self._spare.setdefault(folder, []).append((fd, name))
 
     def release(self) -> None:
         """Delete every spare spool (the logs children still write stay open)."""
