@@ -56,10 +56,10 @@ class Engine:
     hook: HookRunner | None = None
     heartbeat: Callable[[], bool] | None = None
     heartbeat_every: float = 5.0
-    commit_delay: float = 0.02
+    commit_delay: float = 0.05
     """Longest a change waits for its group commit (the ends of a fan-out of short tasks
-    then share a transaction, about 30 of them here; a task waits for none of it, only its
-    announcement does)."""
+    then share a transaction, about 80 of them here; a task waits for none of it, only its
+    announcement does: a live view still updates 20 times a second)."""
     _graph: Graph = attrs.field(init=False)
     _tasks: dict[str, TaskSpec] = attrs.field(init=False)
     _order: list[str] = attrs.field(init=False)
