@@ -45,3 +45,26 @@ class TestSubmitMany:
         assert "-:3: not JSON" in bad.stderr
         stats = json.loads(forge(queue_url, tmp_path, "queue", "stats", "--json").stdout)
         assert stats["by_state"] == {}
+
+
+class TestAgentLogs:
+    def test_an_agent_that_wrote_nothing_has_an_empty_log(self, tmp_path: Path) -> None:
+        """A known agent without a log file (it wrote nothing, so it has none) prints
+        nothing; an unknown one is a clear error."""
+        from forge_core.agents.state import write_state
+
+        folder = tmp_path / "agents"
+        write_state(folder, "quiet-0", {"name": "quiet-0", "state": "stopped"})
+        quiet = forge("sqlite://", tmp_path, "agent", "logs", "quiet-0",
+                      "--state-dir", str(folder))
+        assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+        (folder / "talks-0.log").write_text("one\ntwo\n")
+        write_state(folder, "talks-0", {"name": "talks-0", "state": "stopped"})
+        talks = forge("sqlite://", tmp_path, "agent", "logs", "talks-0", "-n", "1",
+                      "--state-dir", str(folder))
+        assert talks.stdout == "two\n"
+        unknown = forge("sqlite://", tmp_path, "agent", "logs", "nobody",
+                        "--state-dir", str(folder))
+        assert unknown.returncode != 0
+        assert "no log for agent 'nobody'" in unknown.stderr
+        assert "Traceback" not in unknown.stderr

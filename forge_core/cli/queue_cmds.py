@@ -332,9 +332,12 @@ def agent_resume(name: str, state_dir: Path = AgentsDir) -> None:
 def agent_logs(name: str, tail: int = typer.Option(100, "--tail", "-n", min=0),
                state_dir: Path = AgentsDir) -> None:
     """The last lines of agent NAME's log (its stderr and the manager's notes)."""
-    path = agent_state.agents_dir(state_dir) / f"{name}.log"
+    folder = agent_state.agents_dir(state_dir)
+    path = folder / f"{name}.log"
     with guard():
         if not path.exists():
+            if (folder / f"{name}.json").exists():
+                return  # it has written nothing (a silent run leaves no file)
             raise NotFound(f"no log for agent {name!r}; see: forge agent list")
         lines = path.read_text(errors="replace").splitlines()
     for line in lines[-tail:]:
