@@ -216,6 +216,30 @@ class TestDaemonLifecycle:
         assert (run.state, run.logical_date) == ("succeeded", "2026-03-01T13:00:00+00:00")
         assert "run.started" in [e.kind for e in store.events(run_id)]
 
+    async def test_api_log_of_an_attempt_that_wrote_nothing_is_empty(
+        self, tmp_path: Path
+    ) -> None:
+        """An attempt that wrote nothing has no log file: its log is empty text, not a 404;
+        one that wrote has its text."""
+        store = StateStore(tmp_path / "state.db")
+        port = free_port()
+        run_id = store.create_run("etl", ["quiet", "said"])
+        store.start_attempt(run_id, "quiet", 1, str(tmp_path / "quiet.1.log"))
+        store.start_attempt(run_id, "said", 1, str(tmp_path / "said.1.log"))
+        (tmp_path / "said.1.log").write_text("hello\n")
+        daemon = Daemon(project=ProjectSpec(workflows={"etl": flow()}), home=tmp_path,
+                        store=store, options=DaemonOptions(port=port, token="t0ken-abc",
+                                                           tick=3600, reclaim_every=3600))
+        base = f"http://127.0.0.1:{port}/api/runs/{run_id}/tasks"
+        async with anyio.create_task_group() as tg:
+            await tg.start(lambda task_status: daemon.serve(task_status=task_status,
+                                                            handle_signals=False))
+            quiet = await fetch(f"{base}/quiet/logs", "t0ken-abc")
+            said = await fetch(f"{base}/said/logs", "t0ken-abc")
+            await daemon.shutdown()
+        assert quiet == (200, "")
+        assert said == (200, "hello\n")
+
     async def test_api_over_http_with_a_token(self, tmp_path: Path) -> None:
         """With a token, the API answers JSON to a bearer and 401 without; probes stay open."""
         store = StateStore(tmp_path / "state.db")
