@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["follow"]
+__all__ = ["follow", "names_file"]
 
 
 def follow(path: Path, done: Callable[[], bool] | None, interval: float = 0.2) -> bool:
@@ -33,7 +33,7 @@ def follow(path: Path, done: Callable[[], bool] | None, interval: float = 0.2) -
         while True:
             chunk = fh.read(65536)
             if chunk:
-                if not _names(path, inode):
+                if not names_file(path, inode):
                     return True
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
@@ -43,7 +43,9 @@ def follow(path: Path, done: Callable[[], bool] | None, interval: float = 0.2) -
             time.sleep(interval)
 
 
-def _names(path: Path, inode: int) -> bool:
+def names_file(path: Path, inode: int) -> bool:
+    """Whether ``path`` still names the file ``inode`` (a silent log's file may have become
+    the next attempt's since it was opened)."""
     try:
         return path.stat().st_ino == inode
     except FileNotFoundError:

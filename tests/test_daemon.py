@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import urllib.error
@@ -147,6 +148,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.asynccontextmanager
+async def serving_http(home: Path, store: StateStore) -> AsyncIterator[str]:
+    """A daemon over the ``etl`` workflow serving HTTP with the token ``t0ken-abc``; yields
+    its base URL and shuts it down after."""
+    port = free_port()
+    daemon = Daemon(project=ProjectSpec(workflows={"etl": flow()}), home=home, store=store,
+                    options=DaemonOptions(port=port, token="t0ken-abc", tick=3600,
+                                          reclaim_every=3600))
+    async with anyio.create_task_group() as tg:
+        await tg.start(lambda task_status: daemon.serve(task_status=task_status,
+                                                        handle_signals=False))
+        yield f"http://127.0.0.1:{port}"
+        await daemon.shutdown()
+
+
 async def fetch(url: str, token: str | None = None) -> tuple[int, str]:
     def get() -> tuple[int, str]:
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}
@@ -222,42 +238,26 @@ class TestDaemonLifecycle:
         """An attempt that wrote nothing has no log file: its log is empty text, not a 404;
         one that wrote has its text."""
         store = StateStore(tmp_path / "state.db")
-        port = free_port()
         run_id = store.create_run("etl", ["quiet", "said"])
         store.start_attempt(run_id, "quiet", 1, str(tmp_path / "quiet.1.log"))
         store.start_attempt(run_id, "said", 1, str(tmp_path / "said.1.log"))
         (tmp_path / "said.1.log").write_text("hello\n")
-        daemon = Daemon(project=ProjectSpec(workflows={"etl": flow()}), home=tmp_path,
-                        store=store, options=DaemonOptions(port=port, token="t0ken-abc",
-                                                           tick=3600, reclaim_every=3600))
-        base = f"http://127.0.0.1:{port}/api/runs/{run_id}/tasks"
-        async with anyio.create_task_group() as tg:
-            await tg.start(lambda task_status: daemon.serve(task_status=task_status,
-                                                            handle_signals=False))
-            quiet = await fetch(f"{base}/quiet/logs", "t0ken-abc")
-            said = await fetch(f"{base}/said/logs", "t0ken-abc")
-            await daemon.shutdown()
+        async with serving_http(tmp_path, store) as base:
+            quiet = await fetch(f"{base}/api/runs/{run_id}/tasks/quiet/logs", "t0ken-abc")
+            said = await fetch(f"{base}/api/runs/{run_id}/tasks/said/logs", "t0ken-abc")
         assert quiet == (200, "")
         assert said == (200, "hello\n")
 
     async def test_api_over_http_with_a_token(self, tmp_path: Path) -> None:
         """With a token, the API answers JSON to a bearer and 401 without; probes stay open."""
         store = StateStore(tmp_path / "state.db")
-        port = free_port()
         run_id = store.create_run("etl", ["work"])
-        daemon = Daemon(project=ProjectSpec(workflows={"etl": flow()}), home=tmp_path,
-                        store=store, options=DaemonOptions(port=port, token="t0ken-abc",
-                                                           tick=3600, reclaim_every=3600))
-        base = f"http://127.0.0.1:{port}"
-        async with anyio.create_task_group() as tg:
-            await tg.start(lambda task_status: daemon.serve(task_status=task_status,
-                                                            handle_signals=False))
+        async with serving_http(tmp_path, store) as base:
             probes = [await fetch(f"{base}/healthz"), await fetch(f"{base}/readyz")]
             denied = await fetch(f"{base}/api/runs")
             workflows = await fetch(f"{base}/api/workflows", "t0ken-abc")
             one = await fetch(f"{base}/api/runs/{run_id}", "t0ken-abc")
             missing = await fetch(f"{base}/api/runs/nope", "t0ken-abc")
-            await daemon.shutdown()
         assert probes == [(200, "ok\n"), (200, "ready\n")]
         assert denied[0] == 401
         assert json.loads(workflows[1])[0]["schedule"] == "@hourly"

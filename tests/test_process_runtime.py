@@ -41,6 +41,17 @@ class TestProcessRuntimeConformance(RuntimeConformance):
     """The shared Runtime behaviour, on the process runtime."""
 
 
+_REPLACE_THE_WATCHDOG = """
+    old = _watchdog.watchdog()
+    os.kill(old.pid, signal.SIGKILL)
+    os.waitpid(old.pid, 0)
+    await rt.start(ContainerSpec(command=["sleep", "1000"]))  # brings up a new one
+    assert _watchdog.watchdog().pid != old.pid
+"""
+"""What a helper does after its child started, so the child's group outlives the watchdog
+that first guarded it."""
+
+
 class TestProcessRuntime:
     """What the process runtime does beyond the shared contract."""
 
@@ -170,17 +181,21 @@ class TestProcessRuntime:
             await runtime.remove(handle)
             probe.close()
 
-    async def test_child_dies_with_forge(self, tmp_path: Path) -> None:
-        """A non-detached tree is killed when the process that started it is SIGKILLed."""
+    @pytest.mark.parametrize("then", ["", _REPLACE_THE_WATCHDOG],
+                             ids=["its-watchdog", "a-replaced-watchdog"])
+    async def test_child_dies_with_forge(self, tmp_path: Path, then: str) -> None:
+        """A non-detached tree is killed when the process that started it is SIGKILLed; also
+        when its watchdog was killed before that (the replacement takes its groups over)."""
         probe = FifoProbe(tmp_path / "probe")
         script = f"exec 3>{probe.path}; sleep 1000 & echo ready >&3; wait"
-        helper = _start_helper(tmp_path, script, detach=False)
+        helper = _start_helper(tmp_path, script, detach=False, then=then)
         try:
             await probe.read_until(b"ready")
             helper.kill()
             helper.wait()
             assert await probe.wait_closed(), "the child outlived the process that started it"
         finally:
+            helper.kill()
             probe.close()
 
     async def test_a_killed_watchdog_is_replaced(
@@ -201,27 +216,6 @@ class TestProcessRuntime:
         assert new.pid != old.pid
         assert old.broken
         assert not new.broken
-
-    async def test_a_new_watchdog_guards_what_the_killed_one_guarded(self, tmp_path: Path) -> None:
-        """A child started before its watchdog was killed still dies with Forge: the watchdog
-        that replaces the killed one takes its groups over."""
-        probe = FifoProbe(tmp_path / "probe")
-        script = f"exec 3>{probe.path}; sleep 1000 & echo ready >&3; wait"
-        helper = _start_helper(tmp_path, script, detach=False, then="""
-            old = _watchdog.watchdog()
-            os.kill(old.pid, signal.SIGKILL)
-            os.waitpid(old.pid, 0)
-            await rt.start(ContainerSpec(command=["sleep", "1000"]))  # brings up a new one
-            assert _watchdog.watchdog().pid != old.pid
-        """)
-        try:
-            await probe.read_until(b"ready")
-            helper.kill()
-            helper.wait()
-            assert await probe.wait_closed(), "the first child outlived Forge"
-        finally:
-            helper.kill()
-            probe.close()
 
     async def test_detached_child_survives_forge(self, tmp_path: Path) -> None:
         """A detached child keeps running (and answers) after its starter is SIGKILLed."""

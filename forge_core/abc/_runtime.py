@@ -51,13 +51,10 @@ class Resources:
 
     def asked(self) -> frozenset[str]:
         """Names of the limits that were asked for."""
-        if self == _UNLIMITED:  # the common case, without a getattr per limit
-            return frozenset()
         return frozenset(name for name in _LIMITS if getattr(self, name) is not None)
 
 
 _LIMITS = tuple(f.name for f in attrs.fields(Resources))
-_UNLIMITED = Resources()
 
 
 @attrs.frozen(kw_only=True)
@@ -113,9 +110,8 @@ class ContainerSpec:
     def used_features(self) -> frozenset[str]:
         """Feature names this spec asks for, matched against :attr:`Runtime.supports`."""
         used = [f"resources.{name}" for name in self.resources.asked()]
-        if self.image or self.user or self.hostname or self.volumes or self.tmpfs or self.ports:
-            used += [name for name in ("image", "user", "hostname", "volumes", "tmpfs", "ports")
-                     if getattr(self, name)]
+        used += [name for name in ("image", "user", "hostname", "volumes", "tmpfs", "ports")
+                 if getattr(self, name)]
         if self.network != "host":
             used.append(f"network.{self.network}")
         if self.detach:

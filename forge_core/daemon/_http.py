@@ -18,6 +18,7 @@ import anyio
 from ..exceptions import BackendUnavailable, NotFound
 from ..metrics import CONTENT_TYPE
 from ..plain import plain
+from ..tail import names_file
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -123,7 +124,7 @@ def _log_text(daemon: Daemon, request: Request) -> Response:
         with path.open("rb") as f:
             f.seek(max(0, f.seek(0, 2) - _LOG_LIMIT))
             text = f.read().decode("utf-8", "replace")
-            if path.stat().st_ino != os.fstat(f.fileno()).st_ino:
+            if not names_file(path, os.fstat(f.fileno()).st_ino):
                 text = ""  # it ended silent meanwhile: what was read is the next attempt's
     except FileNotFoundError:  # an attempt that wrote nothing has no log file
         text = ""

@@ -25,7 +25,7 @@ class _Exits:
     """The children one loop waits for: pidfd -> the future their exit resolves."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self._loop = loop
         self._epoll = select.epoll()
         self._waiting: dict[int, asyncio.Future[None]] = {}
         loop.add_reader(self._epoll.fileno(), self._ready)
@@ -37,7 +37,7 @@ class _Exits:
                 future.set_result(None)
 
     async def wait(self, pidfd: int) -> None:
-        future = self.loop.create_future()
+        future = self._loop.create_future()
         self._epoll.register(pidfd, _ONCE)  # nothing reads the set before the await below
         self._waiting[pidfd] = future
         try:
@@ -49,8 +49,6 @@ class _Exits:
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Exits] = (
     weakref.WeakKeyDictionary())
-_last: weakref.ref[_Exits] | None = None
-"""The set looked up last (a lookup in ``_by_loop`` makes a weak reference each time)."""
 
 
 async def wait_exited(pidfd: int) -> None:
@@ -62,15 +60,11 @@ async def wait_exited(pidfd: int) -> None:
     if loop is None or not _ONCE:
         await anyio.wait_readable(pidfd)
         return
-    global _last
-    exits = _last() if _last is not None else None
-    if exits is None or exits.loop is not loop:
-        exits = _by_loop.get(loop)
-        if exits is None:
-            try:
-                exits = _by_loop[loop] = _Exits(loop)
-            except NotImplementedError:  # a loop that cannot watch descriptors
-                await anyio.wait_readable(pidfd)
-                return
-        _last = weakref.ref(exits)
+    exits = _by_loop.get(loop)
+    if exits is None:
+        try:
+            exits = _by_loop[loop] = _Exits(loop)
+        except NotImplementedError:  # a loop that cannot watch descriptors
+            await anyio.wait_readable(pidfd)
+            return
     await exits.wait(pidfd)

@@ -4,8 +4,8 @@ Creating a file costs an inode: about what a link and an unlink cost on a quiet 
 several times that for minutes after mass deletions (inode allocation skips recently freed
 inodes; retention deletes runs' logs by the thousand), and a fan-out of short tasks pays it
 once per attempt, leaving as many empty files. So a child's log starts as a spare empty
-file of its folder (a *spool*),
-hard-linked to the log's path: the path exists, and can be followed, from the start. When
+file of its folder (a *spool*), hard-linked to the log's path: the path exists, and can be
+followed, from the start. When
 the child is reaped, a log that holds output keeps the inode (the spool name goes); an empty
 one is unlinked, and its inode waits, empty, under the spool name for the next child. A
 folder keeps as many spools as children were logging there at once, until :meth:`release`.
@@ -50,8 +50,8 @@ class LogFiles:
     def __init__(self) -> None:
         self._spare: dict[str, list[tuple[int, str]]] = {}
         """folder -> (descriptor, spool path) of its empty spools."""
-        self._linked: dict[int, tuple[str, str, str]] = {}
-        """descriptor -> (log path, spool path, folder) of the logs children write now."""
+        self._linked: dict[int, tuple[str, str]] = {}
+        """descriptor -> (log path, spool path) of the logs children write now."""
         self._finalizer = weakref.finalize(self, _unlink_spares, self._spare)
 
     def open(self, path: str | os.PathLike[str]) -> int:
@@ -69,7 +69,7 @@ class LogFiles:
         except OSError:  # it exists (appended to), or hard links are not allowed here
             spare.append(spool)
             return open_log(path)
-        self._linked[fd] = (path, name, folder)
+        self._linked[fd] = (path, name)
         return fd
 
     def close(self, fd: int) -> None:
@@ -78,7 +78,7 @@ class LogFiles:
         if linked is None:
             os.close(fd)
             return
-        path, name, folder = linked
+        path, name = linked
         try:
             if os.fstat(fd).st_size:  # the log keeps the inode
                 os.unlink(name)
@@ -89,7 +89,7 @@ class LogFiles:
             os.close(fd)
             _unlink_quietly(name)
             return
-        self._spare.setdefault(folder, []).append((fd, name))
+        self._spare.setdefault(os.path.dirname(path), []).append((fd, name))
 
     def release(self) -> None:
         """Delete every spare spool (the logs children still write stay open)."""
