@@ -67,3 +67,12 @@ class TestHelp:
         result = CliRunner().invoke(app, ["worklfow"])
         assert result.exit_code == 2
         assert "Did you mean 'workflow'?" in result.output
+
+    def test_version_prints_the_installed_version_and_exits(self) -> None:
+        """forge --version prints forge-core's version (the installed distribution's) and
+        runs nothing else, importing nothing heavy."""
+        from importlib.metadata import version
+
+        out, loaded = imported_by("--version")
+        assert out.startswith(f"forge-core {version('forge-core')} (Python ")
+        assert not any(loaded.values()), loaded

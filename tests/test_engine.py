@@ -279,6 +279,26 @@ class TestDataFlow:
         assert states(record) == {"out": "failed", "after": "upstream_failed"}
         assert says in record.tasks[0].attempts[-1].error
 
+    async def test_a_template_with_no_value_fails_its_task_before_it_starts(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """An output a command needs but its upstream task never wrote: the attempt fails
+        saying which, nothing is started, and it does not end before it began."""
+        ran = tmp_path / "ran"
+        spec = workflow(
+            TaskSpec(name="quiet", command=("true",)),
+            TaskSpec(name="use", depends_on=("quiet",),
+                     command=("touch", str(ran), "${{ tasks.quiet.outputs.rows }}")),
+        )
+        record = await run(spec, store, tmp_path)
+        assert states(record) == {"quiet": "succeeded", "use": "failed"}
+        attempt = record.tasks[1].attempts[-1]
+        assert "${{ tasks.quiet.outputs.rows }} has no value" in attempt.error
+        assert not ran.exists()
+        assert attempt.started_at is not None
+        assert attempt.finished_at is not None
+        assert attempt.finished_at >= attempt.started_at
+
     async def test_template_values_never_become_shell_code(
         self, store: StateStore, tmp_path: Path
     ) -> None:

@@ -138,11 +138,21 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"forge-core {__version__} (Python {sys.version.split()[0]})")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks.", callback=callback_debug,
                                is_eager=True),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what Forge does."),
+    _version: bool = typer.Option(False, "--version", help="Print Forge's version and exit.",
+                                  callback=_print_version, is_eager=True),
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO if verbose else
                         logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

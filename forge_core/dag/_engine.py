@@ -376,8 +376,8 @@ class Engine:
         try:
             run = self.resolver.resolve(spec, number, self._outputs)
         except Exception as exc:  # a template with no value, a bad volume string
-            now = time.time()
             self._journal.start_attempt(spec.name, number, None)
+            now = time.time()  # not before the start the journal recorded
             return Outcome(status="failed", error=str(exc), started_at=now, finished_at=now)
         log_path = str(run.log_path) if run.log_path else None
         if any(self._journal.pending(d) for d in spec.depends_on):
