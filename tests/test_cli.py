@@ -173,6 +173,37 @@ class TestBadInput:
         assert_clean_error(result)
         assert expected in result.stderr
 
+    def test_validate_warns_of_a_hook_that_will_fail_when_called(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """on_failure naming nothing under hooks: and no command on PATH is valid (the seed
+        form) but will fail when called: validate says so, with file, line and field, and
+        still exits 0. A defined hook and a command on PATH get no warning."""
+        write(tmp_path / "forge.yml", """
+            hooks:
+              page: {command: "true"}
+            workflows:
+              w:
+                tasks:
+                  - name: a
+                    command: "true"
+                    on_failure: email_alert
+                    on_success: page
+                    on_retry: echo retrying
+        """)
+        result = forge("workflow", "validate", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.splitlines() == [
+            f"warning: {tmp_path / 'forge.yml'}:9: workflows.w.tasks[0].on_failure: "
+            "'email_alert' is neither a hook under 'hooks:' nor a command on PATH; "
+            "it will fail when called"]
+        result = forge("workflow", "validate", "--json", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["ok"] is True
+        assert len(report["warnings"]) == 1
+        assert "'email_alert'" in report["warnings"][0]
+
     def test_an_unknown_workflow_name_says_what_exists(
         self, tmp_path: Path, env: dict[str, str]
     ) -> None:

@@ -181,9 +181,14 @@ def workflow_validate(
                 emit_json({"ok": False, "problems": [str(p) for p in problems]})
                 raise typer.Exit(int(ExitCode.USAGE)) from None
             raise
+        from ..config import hook_warnings
+
+        warnings = [str(w) for spec in flows for w in hook_warnings(spec)]
         if as_json:
-            emit_json({"ok": True, "workflows": [w.name for w in flows]})
+            emit_json({"ok": True, "workflows": [w.name for w in flows], "warnings": warnings})
         else:
+            for warning in warnings:
+                typer.echo(f"warning: {warning}", err=True)
             tasks = sum(len(w.tasks) for w in flows)
             typer.echo(f"ok: {len(flows)} workflow(s), {tasks} task(s) in {loaded.path}")
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 from ._convert import converter, parse_duration, parse_size
 from ._loader import CONFIG_NAMES, find_config, load_project, structure_options
 from ._python import load_any, load_python
-from ._validate import validate_workflow
+from ._validate import hook_warnings, validate_workflow
 
 __all__ = [
     "CONFIG_NAMES",
     "converter",
     "find_config",
+    "hook_warnings",
     "load_any",
     "load_project",
     "load_python",

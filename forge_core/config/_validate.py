@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import shlex
+import shutil
 from collections.abc import Callable, Iterator
 
 from ..dag._graph import Graph
@@ -18,12 +20,13 @@ from ..spec import TaskSpec, WorkflowSpec
 from ._convert import suggest
 from ._origins import locator
 
-__all__ = ["check_workflow", "raise_problems", "validate_workflow"]
+__all__ = ["check_workflow", "hook_warnings", "raise_problems", "validate_workflow"]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _TEMPLATE_OPEN = re.compile(r"\$\{\{(.*?)(\}\}|$)")
 _REF = re.compile(r"\s*([A-Za-z0-9_.\-]+)\s*")
 _NAMESPACES = ("params", "tasks", "run")
+_HOOK_FIELDS = ("on_failure", "on_success", "on_retry", "on_sla_miss")
 _CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {
     "retries": (lambda v: v >= 0, "must not be negative"),
     "timeout": (lambda v: v > 0, "must be greater than 0"),
@@ -96,6 +99,29 @@ def check_workflow(spec: WorkflowSpec) -> tuple[list[ConfigProblem], list[str] |
                 for message in _parameter_problems(spec, task, graph):
                     add(i, "", message)
     return problems, cycle
+
+
+def hook_warnings(spec: WorkflowSpec) -> list[ConfigProblem]:
+    """Hook references that will fail when called, though the config is valid: a name that
+    is not under ``hooks:`` is run as a command line, and its command is not on ``PATH``
+    (a hook defined nowhere, or misspelt). A command given by path is not checked: it runs
+    in the working directory of whoever runs the workflow."""
+    locate = locator(spec)
+    warnings = []
+    for i, task in enumerate(spec.tasks):
+        for field in _HOOK_FIELDS:
+            ref = getattr(task, field)
+            if ref is None or ref in spec.hooks:
+                continue
+            try:
+                program = shlex.split(ref)[0]
+            except (ValueError, IndexError):  # unbalanced quotes, or blank
+                program = ref
+            if "/" not in program and shutil.which(program) is None:
+                message = (f"{ref!r} is neither a hook under 'hooks:' nor a command on PATH; "
+                           "it will fail when called")
+                warnings.append(ConfigProblem(message, file=spec.source, **locate(i, field)))
+    return warnings
 
 
 def _check_workflow_fields(spec: WorkflowSpec, add: Callable[[int | None, str, str], None]) -> None:
