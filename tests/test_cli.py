@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import textwrap
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -308,7 +309,16 @@ class TestCrashAndResume:
         gate.touch()
         history = json.loads(forge("workflow", "history", "--json", cwd=tmp_path, env=env).stdout)
         assert history[0]["state"] == "running"
-        result = forge("workflow", "resume", history[0]["run_id"][:12], "--json", cwd=tmp_path, env=env)
+        run_id = history[0]["run_id"]
+        # for a person: the run's engine is gone, and what to type about it
+        listed = forge("workflow", "history", cwd=tmp_path, env=env).stdout.split()
+        assert listed[listed.index(run_id) + 2] == "interrupted"
+        shown = forge("workflow", "show", run_id, cwd=tmp_path, env=env).stdout.splitlines()
+        assert "running (its engine is gone)" in shown[0]
+        assert shown[-1].startswith(f"finish it with: forge workflow resume {run_id}")
+        rows = {line.split()[0]: line.split()[1:4] for line in shown[2:-1]}
+        assert rows["middle"] == ["running", "1", "-"]  # how long it ran: unknown
+        result = forge("workflow", "resume", run_id[:12], "--json", cwd=tmp_path, env=env)
         assert result.returncode == 0, result.stderr
         record = json.loads(result.stdout)
         assert record["state"] == "succeeded"
@@ -405,6 +415,35 @@ class TestCrashAndResume:
 
 
 class TestInspection:
+    def test_show_of_a_live_run_counts_the_running_attempt_up_to_now(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """While a task runs, show gives the time it has run so far (not 0), and the run
+        is not said to have lost its engine."""
+        started, gate = tmp_path / "started", tmp_path / "gate"
+        write(tmp_path / "forge.yml", f"""
+            workflows:
+              w:
+                tasks:
+                  - name: wait
+                    shell: true
+                    command: touch {started}; while [ ! -e {gate} ]; do sleep 0.05; done
+        """)
+        proc = subprocess.Popen([*FORGE, "run", "w"], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(started.exists)
+            time.sleep(0.2)
+            shown = forge("workflow", "show", "last", cwd=tmp_path, env=env).stdout.splitlines()
+        finally:
+            gate.touch()
+            proc.wait(timeout=30)
+        assert "running  started" in shown[0]
+        assert "engine is gone" not in "\n".join(shown)
+        name, state, attempts, took = shown[-1].split()[:4]
+        assert (name, state, attempts) == ("wait", "running", "1")
+        assert float(took.rstrip("s")) >= 0.2
+
     def test_history_show_and_logs_agree_with_what_ran(
         self, tmp_path: Path, env: dict[str, str]
     ) -> None:

@@ -47,6 +47,46 @@ def _took(seconds: float | None) -> str:
     return f"{seconds:.2f}s" if seconds is not None else "-"
 
 
+def _engine_gone(record: Any, now: float) -> bool:
+    """A queued or running run that no engine holds any more (killed, or its machine gone)."""
+    from ..state import orphaned
+
+    return record.state in ("queued", "running") and orphaned(record, now)
+
+
+def _with_lost_starts(store: Any, record: Any) -> Any:
+    """``record`` with the attempts its dead engine started but never committed (they are
+    in its start file, written ahead: see docs/engine.md), shown as still running."""
+    import attrs
+
+    from ..state import AttemptRecord
+    from ..state._journal import Journal
+
+    lost: dict[str, list[tuple[int, float]]] = {}
+    for task, number, at, _log_path in Journal(store, record.run_id).lost_starts():
+        lost.setdefault(task, []).append((number, at))
+    tasks = []
+    for t in record.tasks:
+        known = {a.number for a in t.attempts}
+        extra = [AttemptRecord(run_id=record.run_id, task=t.name, number=n, state="running",
+                               started_at=at) for n, at in lost.get(t.name, ()) if n not in known]
+        tasks.append(attrs.evolve(t, state="running", attempts=(*t.attempts, *extra))
+                     if extra else t)
+    return attrs.evolve(record, tasks=tuple(tasks))
+
+
+def _task_time(attempts: Any, now: float | None) -> float | None:
+    """Seconds a task's attempts ran, the one still running counted up to ``now`` (``None``:
+    its engine is gone, so how long it ran is unknown)."""
+    took: float | None = None
+    for a in attempts:
+        if a.duration is not None:
+            took = (took or 0.0) + a.duration
+        elif now is not None and a.started_at is not None:
+            took = (took or 0.0) + max(0.0, now - a.started_at)
+    return took
+
+
 def _plan(spec: Any, as_json: bool) -> None:
     from ..dag import Graph
 
@@ -208,8 +248,10 @@ def workflow_history(
             return
         if not runs:
             typer.echo("no runs yet")
+        now = time.time()
         for r in runs:
-            typer.echo(f"{r.run_id}  {r.workflow:<20} {r.state:<11} {_when(r.started_at)}  "
+            state = "interrupted" if _engine_gone(r, now) else r.state
+            typer.echo(f"{r.run_id}  {r.workflow:<20} {state:<11} {_when(r.started_at)}  "
                        f"{_took(r.duration):>8}  {r.trigger}")
 
 
@@ -231,18 +273,26 @@ def workflow_show(
         if as_json:
             emit_json(record)
             return
-        typer.echo(f"run {record.run_id}  workflow {record.workflow}  {record.state}  "
+        now = time.time()
+        gone = _engine_gone(record, now)
+        if gone:
+            record = _with_lost_starts(store, record)
+        state = f"{record.state} (its engine is gone)" if gone else record.state
+        typer.echo(f"run {record.run_id}  workflow {record.workflow}  {state}  "
                    f"started {_when(record.started_at)}  took {_took(record.duration)}")
         if record.params:
             typer.echo("params: " + ", ".join(f"{k}={v}" for k, v in record.params.items()))
         typer.echo(f"{'task':<24} {'state':<16} {'attempts':>8} {'duration':>9} {'exit':>5}")
         for t in record.tasks:
             last = t.attempts[-1] if t.attempts else None
-            took = sum(a.duration or 0.0 for a in t.attempts) if t.attempts else None
+            took = _task_time(t.attempts, None if gone else now)
             code = "" if last is None or last.exit_code is None else str(last.exit_code)
             typer.echo(f"{t.name:<24} {t.state:<16} {len(t.attempts):>8} {_took(took):>9} {code:>5}")
             if last is not None and last.error and t.state != "succeeded":
                 typer.echo(f"    {last.error}")
+        if gone:
+            typer.echo(f"finish it with: forge workflow resume {record.run_id} "
+                       "(a running daemon resumes it by itself)")
 
 
 @workflow_app.command("resume")

@@ -28,8 +28,9 @@ from ..runner import deliver_hooks, drive_run, new_owner_id, queue_run, resume_r
 from ..scheduler import CronScheduler, WorkflowState, plan_due
 from ..secrets import Redactor, resolve_secrets
 from ..spec import ProjectSpec, WorkflowSpec
-from ..state import RunRecord, StateStore
+from ..state import RunRecord, StateStore, orphaned
 from ..state._history import consecutive_failures
+from ..state._store import STALE_AFTER
 
 __all__ = ["Clock", "Daemon", "DaemonOptions"]
 
@@ -54,7 +55,7 @@ class DaemonOptions:
     token: str | None = None
     tick: float = 1.0
     reclaim_every: float = 5.0
-    stale_after: float = 30.0
+    stale_after: float = STALE_AFTER
     grace: float = 30.0
     http: bool = True
 
@@ -292,11 +293,7 @@ class Daemon:
         stale (a run just created, with no owner yet, is about to be claimed)."""
         if run.run_id in self._driving or self._stopping:
             return False
-        if run.owner is None:
-            return now - run.created_at >= self.options.stale_after
-        beat = run.heartbeat_at
-        return not (beat is not None and now - beat < self.options.stale_after
-                    and _alive(run.owner))
+        return orphaned(run, now, self.options.stale_after)
 
 
 def set_paused(store: StateStore, workflow: str, reason: str | None) -> None:
@@ -308,11 +305,6 @@ def paused_info(store: StateStore, workflow: str) -> Mapping[str, Any] | None:
     value = store.get_value("paused", workflow)
     return value if isinstance(value, dict) else None
 
-
-def _alive(owner: str) -> bool:
-    from ..state._store import _owner_alive
-
-    return _owner_alive(owner)
 
 
 def _base_dir(spec: WorkflowSpec) -> Path:

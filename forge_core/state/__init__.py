@@ -16,7 +16,7 @@ from ._records import (
     TaskRecord,
     TaskState,
 )
-from ._store import StateStore
+from ._store import StateStore, orphaned
 
 __all__ = [
     "FINISHED_RUN_STATES",
@@ -31,6 +31,7 @@ __all__ = [
     "TaskState",
     "forge_home",
     "open_store",
+    "orphaned",
 ]
 
 

@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 
+STALE_AFTER = 30.0
+"""Seconds without a heartbeat after which a run's engine counts as gone (it beats every 5)."""
+
+
 _CHECKPOINT_PAGES = 8192
 _WAL_LIMIT = 32 << 20
 
@@ -151,7 +155,7 @@ class StateStore:
             )
         return run_id
 
-    def claim_run(self, run_id: str, owner: str, *, stale_after: float = 30.0) -> None:
+    def claim_run(self, run_id: str, owner: str, *, stale_after: float = STALE_AFTER) -> None:
         """Take ownership of a run. Refused with :class:`RunLocked` while another owner's
         heartbeat is fresher than ``stale_after`` seconds and its process is alive."""
         now = time.time()
@@ -433,6 +437,17 @@ class _Transaction:
                 self._db.execute("ROLLBACK")
         finally:
             self._lock.release()
+
+
+def orphaned(run: RunRecord, now: float, stale_after: float = STALE_AFTER) -> bool:
+    """Whether no engine holds ``run``: its owner's heartbeat is stale or its process is gone
+    (a run created with no owner yet counts as held for ``stale_after``: an engine is about
+    to claim it). Says nothing of the run's state: a finished run's engine may still be
+    sending its hooks."""
+    if run.owner is None:
+        return now - run.created_at >= stale_after
+    beat = run.heartbeat_at
+    return not (beat is not None and now - beat < stale_after and _owner_alive(run.owner))
 
 
 def _owner_alive(owner: str) -> bool:
