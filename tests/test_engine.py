@@ -279,6 +279,30 @@ class TestDataFlow:
         assert states(record) == {"out": "failed", "after": "upstream_failed"}
         assert says in record.tasks[0].attempts[-1].error
 
+    async def test_values_that_are_not_strings_reach_commands_as_json_text(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """A boolean, a null, a list and a number, from params and JSON outputs, reach argv,
+        env and FORGE_PARAM_* as YAML and JSON users write them (true, not True)."""
+        seen = tmp_path / "seen"
+        spec = workflow(
+            TaskSpec(name="js", command=py(
+                "import os,json; json.dump({'ok': True, 'none': None},"
+                " open(os.environ['FORGE_OUTPUT'],'w'))")),
+            TaskSpec(name="use", depends_on=("js",),
+                     command=(*py(f"import sys,os; open({str(seen)!r},'w').write(repr(["
+                                  "*sys.argv[1:], os.environ['OK'], os.environ['FORGE_PARAM_FLAG'],"
+                                  " os.environ['FORGE_PARAM_TAGS']]))"),
+                              "${{ tasks.js.outputs.ok }}", "${{ tasks.js.outputs.none }}",
+                              "${{ params.tags }}", "${{ params.n }}"),
+                     env={"OK": "${{ params.flag }}"}),
+            params={"flag": False, "tags": ["a", "b"], "n": 2.5},
+        )
+        record = await run(spec, store, tmp_path)
+        assert record.state == "succeeded"
+        assert seen.read_text() == repr(["true", "null", '["a", "b"]', "2.5", "false", "false",
+                                         '["a", "b"]'])
+
     async def test_a_template_with_no_value_fails_its_task_before_it_starts(
         self, store: StateStore, tmp_path: Path
     ) -> None:

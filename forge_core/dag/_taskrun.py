@@ -19,7 +19,7 @@ from ..abc import ContainerSpec, PortMapping, Resources, TaskRun, Volume, attemp
 from ..exceptions import ConfigError, TaskFailed
 from ..secrets import StreamRedactor
 from ..spec import TaskSpec, WorkflowSpec
-from ._templating import render_argv, render_shell, render_text
+from ._templating import as_text, render_argv, render_shell, render_text
 
 __all__ = ["NullRedactor", "Redacting", "TaskResolver", "load_callable"]
 
@@ -229,7 +229,7 @@ class TaskResolver:
                 **self.secret_env,
                 "FORGE_WORKFLOW": self.spec.name,
                 "FORGE_LOGICAL_DATE": self.logical_date or "",
-                **{f"FORGE_PARAM_{k.upper()}": str(v) for k, v in self.params.items()},
+                **{f"FORGE_PARAM_{k.upper()}": as_text(v) for k, v in self.params.items()},
             }
         return self._run_env
 

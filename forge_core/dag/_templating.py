@@ -17,7 +17,8 @@ from typing import Any
 
 from ..exceptions import TaskFailed
 
-__all__ = ["PLACEHOLDER", "Context", "references", "render_argv", "render_shell", "render_text"]
+__all__ = ["PLACEHOLDER", "Context", "as_text", "references", "render_argv", "render_shell",
+           "render_text"]
 
 PLACEHOLDER = re.compile(r"\$\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
 
@@ -37,9 +38,18 @@ def _lookup(ctx: Context, path: str) -> str:
             node = node[part]
         else:
             raise TaskFailed(f"template ${{{{ {path} }}}} has no value (no {part!r})")
-    if isinstance(node, str):
-        return node
-    return json.dumps(node) if isinstance(node, (dict, list)) else str(node)
+    return as_text(node)
+
+
+def as_text(value: Any) -> str:
+    """A param or output value as a command or environment sees it: a string as it is, a
+    number as written, anything else as JSON (``true``, ``null``, ``["a", "b"]``), as YAML
+    and JSON users write them, never Python's ``True`` or ``None``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(value, default=str)
 
 
 def render_text(text: str, ctx: Context) -> str:
