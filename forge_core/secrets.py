@@ -31,8 +31,10 @@ MIN_SECRET_LENGTH = 4
 
 
 def resolve_secrets(spec: WorkflowSpec, base_dir: Path) -> dict[str, str]:
-    """Every declared secret of ``spec`` as ``{env var name: value}``; a missing variable or
-    unreadable file is a :class:`ConfigError` naming the workflow and the secret."""
+    """Every declared secret of ``spec`` as ``{env var name: value}``; a missing or empty
+    variable or file, or an unreadable file, is a :class:`ConfigError` naming the workflow
+    and the secret (an empty secret is a mistake to stop at, like ``export TOKEN=$(cat
+    missing)``, and there is nothing in it to mask)."""
     return {name: _read(spec.name, name, secret, base_dir) for name, secret in spec.secrets.items()}
 
 
@@ -46,11 +48,16 @@ def _read(workflow: str, name: str, secret: SecretSpec, base_dir: Path) -> str:
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ConfigError(f"{where}: cannot read {path}: {reason}") from None
-        return text[:-1] if text.endswith("\n") else text
+        value = text[:-1] if text.endswith("\n") else text
+        if not value:
+            raise ConfigError(f"{where}: {path} is empty")
+        return value
     var = secret.env or name
     value = os.environ.get(var)
     if value is None:
         raise ConfigError(f"{where}: environment variable {var} is not set")
+    if not value:
+        raise ConfigError(f"{where}: environment variable {var} is empty")
     return value
 
 

@@ -37,6 +37,19 @@ class TestResolveSecrets:
         with pytest.raises(ConfigError, match=r"workflow 'etl' secret 'X'.*NOPE_NOT_SET"):
             resolve_secrets(workflow(X=SecretSpec(env="NOPE_NOT_SET")), Path())
 
+    def test_an_empty_secret_is_a_config_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A variable set to nothing, or a file holding only a newline, is refused like a
+        missing one: a task would run with an empty credential."""
+        monkeypatch.setenv("EMPTY_TOKEN", "")
+        with pytest.raises(ConfigError, match=r"secret 'X': environment variable EMPTY_TOKEN "
+                                              r"is empty"):
+            resolve_secrets(workflow(X=SecretSpec(env="EMPTY_TOKEN")), tmp_path)
+        (tmp_path / "key.txt").write_text("\n")
+        with pytest.raises(ConfigError, match=r"secret 'K': .*key\.txt is empty"):
+            resolve_secrets(workflow(K=SecretSpec(file="key.txt")), tmp_path)
+
     def test_missing_file_is_a_config_error(self, tmp_path: Path) -> None:
         """An unreadable secret file is a ConfigError, not an OSError."""
         with pytest.raises(ConfigError, match="secret 'K': cannot read"):
