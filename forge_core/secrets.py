@@ -53,12 +53,12 @@ def _read(workflow: str, name: str, secret: SecretSpec, base_dir: Path) -> str:
             raise ConfigError(f"{where}: {path} is empty")
         return value
     var = secret.env or name
-    value = os.environ.get(var)
-    if value is None:
+    found = os.environ.get(var)
+    if found is None:
         raise ConfigError(f"{where}: environment variable {var} is not set")
-    if not value:
+    if not found:
         raise ConfigError(f"{where}: environment variable {var} is empty")
-    return value
+    return found
 
 
 def _b64_forms(raw: bytes) -> set[str]:
