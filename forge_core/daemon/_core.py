@@ -306,7 +306,6 @@ def paused_info(store: StateStore, workflow: str) -> Mapping[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-
 def _base_dir(spec: WorkflowSpec) -> Path:
     return Path(spec.source).resolve().parent if spec.source else Path.cwd()
 
