@@ -10,12 +10,16 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, overload
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .config._loader import build_workflow
 from .config._origins import Origin
 from .spec import WorkflowSpec
+
+if TYPE_CHECKING:
+    from .state import RunRecord
 
 __all__ = ["Workflow"]
 
@@ -91,6 +95,28 @@ class Workflow:
                         task_fields=[{"": line} for line in self._lines])
         data = {**self._options, "name": self.name, "tasks": [dict(t) for t in self._tasks]}
         return build_workflow(data, source=self.source, origin=origin, funcs=self._funcs)
+
+    def run(self, params: Mapping[str, Any] | None = None, *, home: str | os.PathLike[str] | None = None,
+            ) -> RunRecord:
+        """Run the workflow now, in this process, as ``forge run`` would, on the embedded
+        defaults: state and logs under ``home`` (default ``$FORGE_HOME``, else the XDG data
+        folder), so ``forge workflow history`` and ``forge logs`` show the run. Returns the
+        finished record (``record.state``, each task's outputs); raises
+        :class:`~forge_core.exceptions.ConfigError` for a bad workflow or param before
+        anything runs. Not from inside an event loop: there, ``await``
+        :func:`forge_core.runner.run_workflow`."""
+        import anyio
+
+        from .runner import run_workflow
+        from .state import StateStore, forge_home
+
+        spec = self.spec()
+        folder = Path(home) if home is not None else forge_home()
+        store = StateStore(folder / "state.db")
+        try:
+            return anyio.run(lambda: run_workflow(spec, store=store, home=folder, params=params))
+        finally:
+            store.close()
 
     def _add(self, data: dict[str, Any], func: Callable[..., Any] | None, line: int) -> None:
         self._tasks.append(data)

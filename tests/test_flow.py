@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import FORGE
 
 from forge_core.config import load_any, load_project, load_python
 from forge_core.exceptions import ConfigError, CycleError
@@ -140,6 +144,44 @@ class TestWorkflow:
         with pytest.raises(CycleError) as info:
             wf.spec()
         assert info.value.cycle == ["a", "b", "a"]
+
+
+    def test_a_script_runs_its_workflow_from_code_and_forge_sees_the_run(
+        self, tmp_path: Path
+    ) -> None:
+        """wf.run() in a script's main block runs the workflow in the script's process on
+        the embedded defaults, returns the finished record with the outputs, and the run is
+        in FORGE_HOME's history; a bad param is refused before anything runs."""
+        script = module(tmp_path, """
+            import json, sys
+            from forge_core.exceptions import ConfigError
+            from forge_core.flow import Workflow
+
+            wf = Workflow("fromcode", params={"n": 2})
+
+            @wf.task
+            def double(n):
+                return {"v": n * 2}
+
+            wf.command("show", ["echo", "${{ tasks.double.outputs.v }}"], depends_on=[double])
+
+            if __name__ == "__main__":
+                try:
+                    wf.run({"nope": 1})
+                except ConfigError as exc:
+                    print("refused:", exc, file=sys.stderr)
+                record = wf.run({"n": 5})
+                print(json.dumps([record.state, {t.name: t.outputs for t in record.tasks}]))
+        """, name="script.py")
+        env = {**os.environ, "FORGE_HOME": str(tmp_path / "home")}
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              env=env, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "refused: workflow 'fromcode' has no param 'nope'" in done.stderr
+        assert json.loads(done.stdout) == ["succeeded", {"double": {"v": 10}, "show": {}}]
+        history = subprocess.run([*FORGE, "workflow", "history", "--json"], capture_output=True,
+                                 text=True, env=env, timeout=60, check=True)
+        assert [r["workflow"] for r in json.loads(history.stdout)] == ["fromcode"]
 
 
 class TestLoadPython:
