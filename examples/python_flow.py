@@ -1,4 +1,5 @@
-"""A workflow written in Python: ``forge run examples/python_flow.py -p date=2024-02-01``.
+"""A workflow written in Python: ``forge run examples/python_flow.py -p date=2024-02-01``, or
+from code: ``python examples/python_flow.py``.
 
 Task functions get workflow params and upstream outputs by parameter name and return their
 outputs as a dict; a command task reads them back with ``${{ tasks.NAME.outputs.KEY }}``.
@@ -25,5 +26,7 @@ wf.command("load", ["python3", "-c", "import sys; print('loading', sys.argv[1], 
                     "${{ tasks.transform.outputs.rows }}"], depends_on=["transform"])
 
 
-if __name__ == "__main__":
-    print(wf.spec())
+if __name__ == "__main__":  # run from code: state and logs under $FORGE_HOME, as forge run
+    record = wf.run({"date": "2024-02-01"})
+    for task in record.tasks:
+        print(f"{task.name}: {task.state} {task.outputs}")
