@@ -12,7 +12,7 @@ import os
 import secrets as _secrets
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import attrs
 from . import plugins
 from .abc import Executor, Runtime
 from .dag._engine import Engine
+from .dag._graph import Graph
 from .dag._taskrun import NullRedactor, TaskResolver
 from .events import Event, EventBus
 from .exceptions import ConfigError, PluginError
@@ -29,7 +30,7 @@ from .spec import TaskSpec, WorkflowSpec
 from .state import PendingHook, RunRecord, StateStore
 
 __all__ = ["DONE_RUN_STATES", "check_plugins", "deliver_hooks", "drive_run", "merge_params",
-           "new_owner_id", "queue_run", "resume_run", "run_workflow"]
+           "new_owner_id", "queue_run", "resume_run", "retry_run", "run_workflow"]
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +305,50 @@ async def resume_run(
         )
     return await _drive(spec, run_id, store=store, home=home, bus=bus or EventBus(),
                         owner=owner or new_owner_id(), queue_url=queue_url)
+
+
+async def retry_run(
+    spec: WorkflowSpec,
+    run_id: str,
+    *,
+    store: StateStore,
+    home: Path,
+    tasks: Sequence[str] = (),
+    bus: EventBus | None = None,
+    owner: str | None = None,
+    queue_url: str | None = None,
+) -> RunRecord:
+    """Run a finished run's failed tasks again (or ``tasks``), with every task after them,
+    as Airflow's "clear" or a CI's "re-run failed jobs" does: the other tasks keep their
+    states and outputs, each cleared task gets its retries afresh, and its earlier attempts
+    stay on record. A run with nothing to run again is returned as it is. Raises
+    :class:`~forge_core.exceptions.ConfigError` for a run that has not finished (resume it)
+    or an unknown task, and :class:`~forge_core.exceptions.RunLocked` while an engine holds
+    the run."""
+    record = store.get_run(run_id, with_tasks=True)
+    if record.workflow != spec.name:
+        raise ConfigError(f"run {run_id} belongs to workflow {record.workflow!r}, not {spec.name!r}")
+    if record.state not in DONE_RUN_STATES:
+        raise ConfigError(f"run {run_id} is {record.state}, not finished; to finish it: "
+                          f"forge workflow resume {run_id}")
+    states = {t.name: t.state for t in record.tasks}
+    missing = [t.name for t in spec.tasks if t.name not in states]
+    if missing:
+        raise ConfigError(f"the workflow changed since run {run_id} started: new tasks "
+                          f"{', '.join(missing)}; start a new run instead")
+    unknown = [t for t in tasks if t not in states]
+    if unknown:
+        raise ConfigError(f"run {run_id} has no task {unknown[0]!r}; tasks: {', '.join(states)}")
+    roots = list(tasks) or [name for name, state in states.items() if state == "failed"]
+    if not roots:
+        return record
+    graph = Graph({t.name: tuple(t.depends_on) for t in spec.tasks})
+    cleared = set(roots).union(*(graph.downstream(name) for name in roots))
+    owner, bus = owner or new_owner_id(), bus or EventBus()
+    store.claim_run(run_id, owner)  # no engine clears what another one drives
+    store.clear_tasks(run_id, [t.name for t in spec.tasks if t.name in cleared])
+    return await _drive(spec, run_id, store=store, home=home, bus=bus, owner=owner,
+                        queue_url=queue_url)
 
 
 def _retain(spec: WorkflowSpec, store: StateStore, home: Path) -> None:

@@ -328,6 +328,33 @@ class TestCrashAndResume:
         middle = next(t for t in record["tasks"] if t["name"] == "middle")
         assert [a["state"] for a in middle["attempts"]] == ["interrupted", "succeeded"]
 
+    def test_retry_runs_a_failed_runs_failed_tasks_again(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """forge workflow retry last: the failed task and its dependent run again in the same
+        run (exit 0 once they succeed); on a succeeded run it says there is nothing to retry."""
+        flag = tmp_path / "flag"
+        write(tmp_path / "forge.yml", f"""
+            workflows:
+              w:
+                tasks:
+                  - {{name: first, command: "true"}}
+                  - {{name: check, command: "test -e {flag}", depends_on: [first]}}
+                  - {{name: last, command: "true", depends_on: [check]}}
+        """)
+        failed = forge("run", "w", "--json", cwd=tmp_path, env=env)
+        assert failed.returncode == 1
+        flag.touch()
+        result = forge("workflow", "retry", "last", "--json", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        record = json.loads(result.stdout)
+        assert record["run_id"] == json.loads(failed.stdout)["run_id"]
+        assert {t["name"]: len(t["attempts"]) for t in record["tasks"]} == {
+            "first": 1, "check": 2, "last": 1}
+        again = forge("workflow", "retry", "last", cwd=tmp_path, env=env)
+        assert again.returncode == 0, again.stderr
+        assert "succeeded: nothing failed to retry" in again.stderr
+
     def test_resuming_a_finished_run_changes_nothing(
         self, tmp_path: Path, env: dict[str, str]
     ) -> None:

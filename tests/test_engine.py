@@ -20,7 +20,7 @@ from forge_core.abc import ContainerSpec, Handle
 from forge_core.dag._rules import decide, retry_delay
 from forge_core.events import Event, EventBus
 from forge_core.exceptions import ConfigError, RunLocked
-from forge_core.runner import resume_run, run_workflow
+from forge_core.runner import resume_run, retry_run, run_workflow
 from forge_core.runtime.process import ProcessRuntime
 from forge_core.spec import HookSpec, TaskSpec, TriggerRule, WorkflowSpec
 from forge_core.state import StateStore
@@ -432,6 +432,79 @@ class TestSlaAndHooks:
         assert ("hook.failed", "broken") in kinds
         assert ("hook.succeeded", "alert") in kinds
         assert store.pending_hooks() == []  # made, failed or not: out of the outbox
+
+
+class TestRetry:
+    @staticmethod
+    def spec(ledger: Path, flag: Path) -> WorkflowSpec:
+        """ok -> flaky -> after, and other beside them; flaky fails until ``flag`` exists.
+        Every task appends its name to ``ledger`` each time it runs."""
+        def note(name: str, then: str = "") -> tuple[str, ...]:
+            return py(f"open({str(ledger)!r}, 'a').write({name!r} + ' '){then}")
+        return workflow(
+            TaskSpec(name="ok", command=note("ok")),
+            TaskSpec(name="flaky", command=note(
+                "flaky", f"; import os, sys; sys.exit(0 if os.path.exists({str(flag)!r}) else 1)"),
+                depends_on=("ok",), retries=1, retry_delay=0),
+            TaskSpec(name="after", command=note("after"), depends_on=("flaky",)),
+            TaskSpec(name="other", command=note("other")),
+        )
+
+    async def test_a_failed_run_runs_its_failed_tasks_and_what_follows_again(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """Retrying runs the failed task (its retries afresh) and its dependents; the tasks
+        that succeeded keep their results and do not run again; earlier attempts stay."""
+        ledger, flag = tmp_path / "ledger", tmp_path / "flag"
+        spec = self.spec(ledger, flag)
+        home = tmp_path / "home"
+        first = await run(spec, store, tmp_path)
+        assert states(first) == {"ok": "succeeded", "flaky": "failed",
+                                 "after": "upstream_failed", "other": "succeeded"}
+        again = await retry_run(spec, first.run_id, store=store, home=home)  # still failing
+        assert again.state == "failed"
+        flaky = next(t for t in again.tasks if t.name == "flaky")
+        assert [a.state for a in flaky.attempts] == ["failed"] * 4  # two more: retries afresh
+        flag.touch()
+        done = await retry_run(spec, first.run_id, store=store, home=home)
+        assert (done.run_id, done.state) == (first.run_id, "succeeded")
+        assert states(done) == dict.fromkeys(("ok", "flaky", "after", "other"), "succeeded")
+        attempts = {t.name: [a.state for a in t.attempts] for t in done.tasks}
+        assert attempts["flaky"] == ["failed"] * 4 + ["succeeded"]
+        assert attempts["ok"] == attempts["other"] == attempts["after"] == ["succeeded"]
+        assert sorted(ledger.read_text().split()) == ["after", "flaky", "flaky", "flaky", "flaky",
+                                                      "flaky", "ok", "other"]
+
+    async def test_named_tasks_run_again_in_a_succeeded_run(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """--task reruns a task that succeeded (and what follows it); with nothing failed
+        and nothing named, the run is left as it is."""
+        ledger, flag = tmp_path / "ledger", tmp_path / "flag"
+        flag.touch()
+        spec = self.spec(ledger, flag)
+        home = tmp_path / "home"
+        first = await run(spec, store, tmp_path)
+        unchanged = await retry_run(spec, first.run_id, store=store, home=home)
+        assert unchanged == first
+        done = await retry_run(spec, first.run_id, store=store, home=home, tasks=["flaky"])
+        assert done.state == "succeeded"
+        assert sorted(ledger.read_text().split()) == ["after", "after", "flaky", "flaky", "ok",
+                                                      "other"]
+
+    async def test_only_a_finished_run_with_known_tasks_is_retried(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """A run that has not finished is for resume; a task the run lacks is named."""
+        spec = self.spec(tmp_path / "ledger", tmp_path / "flag")
+        home = tmp_path / "home"
+        first = await run(spec, store, tmp_path)
+        with pytest.raises(ConfigError, match="has no task 'nope'; tasks: ok, flaky"):
+            await retry_run(spec, first.run_id, store=store, home=home, tasks=["nope"])
+        store.set_run_state(first.run_id, "running")
+        with pytest.raises(ConfigError, match="is running, not finished; to finish it: "
+                                              "forge workflow resume"):
+            await retry_run(spec, first.run_id, store=store, home=home)
 
 
 class TestDurability:

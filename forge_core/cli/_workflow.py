@@ -101,13 +101,13 @@ def _plan(spec: Any, as_json: bool) -> None:
 
 
 def _execute(target: Target, spec: Any, params: dict[str, str], as_json: bool,
-             resume_id: str | None = None) -> None:
+             resume_id: str | None = None, retry: tuple[str, list[str]] | None = None) -> None:
     import anyio
 
     from ..cli._display import LiveView, PlainView
     from ..cli._stopping import Stopped, until_stopped
     from ..events import EventBus
-    from ..runner import resume_run, run_workflow
+    from ..runner import resume_run, retry_run, run_workflow
     from ..runtime import own_descriptors
 
     own_descriptors()  # this process is Forge's: its tasks inherit none of its descriptors
@@ -119,6 +119,9 @@ def _execute(target: Target, spec: Any, params: dict[str, str], as_json: bool,
     queue_url = target.project.settings.queue
 
     async def work() -> Any:
+        if retry is not None:
+            return await retry_run(spec, retry[0], tasks=retry[1], store=store, home=home,
+                                   bus=bus, queue_url=queue_url)
         if resume_id:
             return await resume_run(spec, resume_id, store=store, home=home, bus=bus,
                                     queue_url=queue_url)
@@ -314,6 +317,29 @@ def workflow_resume(
         if record.state in DONE_RUN_STATES:
             typer.echo(f"run {record.run_id} already {record.state}: nothing to resume", err=True)
         _execute(loaded, loaded.workflow(record.workflow), {}, as_json, resume_id=record.run_id)
+
+
+@workflow_app.command("retry")
+def workflow_retry(
+    run_ref: str = typer.Argument(..., metavar="RUN", help="Run id, unique prefix, or 'last'."),
+    task: list[str] = typer.Option([], "--task", "-t", metavar="NAME",
+                                   help="Run this task again (repeatable; default: the failed ones)."),
+    config: Path = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Run a finished run's failed tasks again, and every task after them."""
+    with guard():
+        _, store = open_home()
+        record = store.get_run(store.resolve_run(run_ref))
+        source = config or (Path(record.source) if record.source else None)
+        if source is None:
+            fail(f"run {record.run_id} has no recorded config; pass --config FILE")
+        loaded, _ = load_target(None, str(source))
+        if not task and record.state == "succeeded":
+            typer.echo(f"run {record.run_id} succeeded: nothing failed to retry "
+                       "(name tasks to run again with --task)", err=True)
+        _execute(loaded, loaded.workflow(record.workflow), {}, as_json,
+                 retry=(record.run_id, task))
 
 
 def logs(

@@ -180,7 +180,8 @@ class Engine:
         self._started_at = record.started_at or time.time()
         lost = self._journal.lost_starts()
         # a run that never started and wrote no start ahead has every task pending
-        self._load(self.store.tasks(self.run_id) if resumed or lost else (), lost)
+        self._load(self.store.tasks(self.run_id) if resumed or lost else (), lost,
+                   self.store.cleared(self.run_id) if resumed else {})
         self._journal.set_run_state("running", started_at=self._started_at)
         self._emit("run.resumed" if resumed else "run.started",
                    params=dict(record.params), logical_date=record.logical_date)
@@ -217,7 +218,10 @@ class Engine:
         return final
 
     def _load(self, tasks: Iterable[TaskRecord],
-              lost_starts: Iterable[tuple[str, int, float, str | None]]) -> None:
+              lost_starts: Iterable[tuple[str, int, float, str | None]],
+              cleared: Mapping[str, int]) -> None:
+        """The state of a run that started before: each task's attempts, outputs, retry
+        time and failures so far (those before it was last cleared do not count)."""
         lost: dict[str, list[tuple[int, float, str | None]]] = {}
         for task, number, at, log_path in lost_starts:
             lost.setdefault(task, []).append((number, at, log_path))
@@ -230,7 +234,9 @@ class Engine:
             self._outputs[t.name] = t.outputs
             if t.next_try_at is not None:
                 self._next_try[t.name] = t.next_try_at
-            self._failures[t.name] = sum(a.state in ("failed", "timed_out") for a in t.attempts)
+            after = cleared.get(t.name, 0)
+            self._failures[t.name] = sum(a.state in ("failed", "timed_out")
+                                         for a in t.attempts if a.number > after)
             state = t.state
             if state in ("running", "queued"):
                 # caught mid-attempt by a crash: that attempt is void, the task goes again

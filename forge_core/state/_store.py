@@ -290,6 +290,32 @@ class StateStore:
                  run_id, task),
             )
 
+    def clear_tasks(self, run_id: str, tasks: Sequence[str]) -> None:
+        """Set ``tasks`` of a finished run back to pending (outputs emptied) and the run back
+        to queued, in one transaction, for an engine to run them again. Each gets a
+        ``task.cleared`` event holding its last attempt number: the attempts up to it keep
+        their records but use up none of the task's retries (see :meth:`cleared`)."""
+        now = time.time()
+        with self.tx() as db:
+            last = dict(db.execute("SELECT task, MAX(number) FROM attempts WHERE run_id = ?"
+                                   " GROUP BY task", (run_id,)).fetchall())
+            for task in tasks:
+                db.execute("UPDATE tasks SET state = 'pending', next_try_at = NULL,"
+                           " outputs = '{}' WHERE run_id = ? AND name = ?", (run_id, task))
+                db.execute("INSERT INTO events (run_id, kind, at, task, data)"
+                           " VALUES (?, 'task.cleared', ?, ?, ?)",
+                           (run_id, now, task, _dumps({"after_attempt": last.get(task, 0)})))
+            db.execute("UPDATE runs SET state = 'queued', finished_at = NULL WHERE run_id = ?",
+                       (run_id,))
+
+    def cleared(self, run_id: str) -> dict[str, int]:
+        """Task -> the attempt number it was last cleared after (:meth:`clear_tasks`)."""
+        found: dict[str, int] = {}
+        for task, data in self.query("SELECT task, data FROM events WHERE run_id = ?"
+                                     " AND kind = 'task.cleared' ORDER BY id", (run_id,)):
+            found[task] = int(json.loads(data)["after_attempt"])
+        return found
+
     def mark_sla_missed(self, run_id: str, task: str) -> None:
         with self.tx() as db:
             db.execute("UPDATE tasks SET sla_missed = 1 WHERE run_id = ? AND name = ?",
