@@ -185,8 +185,10 @@ async def _drive(
                 fire(hook)                            # it could send them
             engine = Engine(spec=spec, run_id=run_id, store=store, bus=bus,
                             executor_for=backends.executor_for, resolver=resolver, hook=fire,
-                            heartbeat=lambda: store.heartbeat(run_id, owner))
-            await engine.run()
+                            heartbeat=lambda: store.heartbeat(run_id, owner),
+                            cancel_requested=lambda: store.cancel_requested(run_id))
+            if await engine.run() != "cancelled":  # a request that came too late is void
+                store.forget_cancel(run_id)
     finally:
         with anyio.CancelScope(shield=True):
             await backends.aclose()
@@ -346,6 +348,7 @@ async def retry_run(
     cleared = set(roots).union(*(graph.downstream(name) for name in roots))
     owner, bus = owner or new_owner_id(), bus or EventBus()
     store.claim_run(run_id, owner)  # no engine clears what another one drives
+    store.forget_cancel(run_id)  # a cancel that came after the run ended is void
     store.clear_tasks(run_id, [t.name for t in spec.tasks if t.name in cleared])
     return await _drive(spec, run_id, store=store, home=home, bus=bus, owner=owner,
                         queue_url=queue_url)

@@ -328,6 +328,68 @@ class TestCrashAndResume:
         middle = next(t for t in record["tasks"] if t["name"] == "middle")
         assert [a["state"] for a in middle["attempts"]] == ["interrupted", "succeeded"]
 
+    def test_cancel_stops_a_run_driven_by_another_forge_process(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """forge workflow cancel, from another terminal: the running task gets SIGTERM (its
+        handler runs), the run and its unfinished tasks are recorded cancelled, cancel
+        prints that and exits 0, and the forge run that drove it exits 1."""
+        started, stopped = tmp_path / "started", tmp_path / "stopped"
+        write(tmp_path / "forge.yml", f"""
+            workflows:
+              w:
+                tasks:
+                  - name: long
+                    shell: true
+                    command: "trap 'touch {stopped}; exit 3' TERM; touch {started}; sleep 60 & wait"
+                  - {{name: after, command: "true", depends_on: [long]}}
+        """)
+        proc = subprocess.Popen([*FORGE, "run", "w"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        wait_for(started.exists)
+        result = forge("workflow", "cancel", "last", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 1
+        run_id = result.stdout.split()[1]
+        assert result.stdout == f"run {run_id} cancelled\n"
+        assert f"run {run_id} cancelled" in out
+        assert stopped.exists()
+        record = json.loads(forge("workflow", "show", run_id, "--json", cwd=tmp_path,
+                                  env=env).stdout)
+        assert {t["name"]: t["state"] for t in record["tasks"]} == {
+            "long": "cancelled", "after": "cancelled"}
+
+    def test_cancel_records_a_run_whose_engine_is_gone_and_resume_goes_on(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """After a kill -9, cancel records the run cancelled itself (no engine would); a
+        later resume is asking it to go on, and it finishes."""
+        started, gate = tmp_path / "started", tmp_path / "gate"
+        write(tmp_path / "forge.yml", f"""
+            workflows:
+              w:
+                tasks:
+                  - name: wait
+                    shell: true
+                    command: touch {started}; while [ ! -e {gate} ]; do sleep 0.05; done
+        """)
+        proc = subprocess.Popen([*FORGE, "run", "w"], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(started.exists)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        result = forge("workflow", "cancel", "last", "--json", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        record = json.loads(result.stdout)
+        assert record["state"] == "cancelled"
+        assert [(t["state"], [a["state"] for a in t["attempts"]]) for t in record["tasks"]] in (
+            [("cancelled", ["cancelled"])], [("cancelled", [])])  # started, maybe uncommitted
+        gate.touch()
+        resumed = forge("workflow", "resume", record["run_id"], "--json", cwd=tmp_path, env=env)
+        assert resumed.returncode == 0, resumed.stderr
+        assert json.loads(resumed.stdout)["state"] == "succeeded"
+
     def test_retry_runs_a_failed_runs_failed_tasks_again(
         self, tmp_path: Path, env: dict[str, str]
     ) -> None:

@@ -20,7 +20,7 @@ from forge_core.abc import ContainerSpec, Handle
 from forge_core.dag._rules import decide, retry_delay
 from forge_core.events import Event, EventBus
 from forge_core.exceptions import ConfigError, RunLocked
-from forge_core.runner import resume_run, retry_run, run_workflow
+from forge_core.runner import drive_run, queue_run, resume_run, retry_run, run_workflow
 from forge_core.runtime.process import ProcessRuntime
 from forge_core.spec import HookSpec, TaskSpec, TriggerRule, WorkflowSpec
 from forge_core.state import StateStore
@@ -508,6 +508,23 @@ class TestRetry:
 
 
 class TestDurability:
+    async def test_a_run_asked_to_cancel_before_it_starts_runs_nothing(
+        self, store: StateStore, tmp_path: Path
+    ) -> None:
+        """A cancel requested while the run is still queued (forge workflow cancel) is
+        seen when its engine starts: no task runs, everything is cancelled, and the request
+        stands until the run is resumed."""
+        ran = tmp_path / "ran"
+        spec = workflow(TaskSpec(name="a", command=("touch", str(ran))),
+                        TaskSpec(name="b", command=("true",), depends_on=("a",)))
+        run_id = queue_run(spec, store)
+        store.request_cancel(run_id)
+        record = await drive_run(spec, run_id, store=store, home=tmp_path / "home")
+        assert record.state == "cancelled"
+        assert states(record) == {"a": "cancelled", "b": "cancelled"}
+        assert not ran.exists()
+        assert store.cancel_requested(run_id)
+
     async def test_every_event_is_in_the_store_when_it_is_announced(
         self, store: StateStore, tmp_path: Path
     ) -> None:

@@ -316,7 +316,45 @@ def workflow_resume(
 
         if record.state in DONE_RUN_STATES:
             typer.echo(f"run {record.run_id} already {record.state}: nothing to resume", err=True)
+        else:
+            store.forget_cancel(record.run_id)  # resuming a cancelled run is asking it to go on
         _execute(loaded, loaded.workflow(record.workflow), {}, as_json, resume_id=record.run_id)
+
+
+@workflow_app.command("cancel")
+def workflow_cancel(
+    run_ref: str = typer.Argument(..., metavar="RUN", help="Run id, unique prefix, or 'last'."),
+    wait: float = typer.Option(60.0, "--wait", min=0,
+                               help="Seconds to wait for the run to stop (0: do not wait)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Stop a queued or running run, from anywhere: its running tasks get SIGTERM, then
+    SIGKILL after their grace period, and it is recorded as cancelled."""
+    from ..state import FINISHED_RUN_STATES
+
+    with guard():
+        _, store = open_home()
+        record = store.get_run(store.resolve_run(run_ref), with_tasks=False)
+        run_id = record.run_id
+        if record.state in FINISHED_RUN_STATES:
+            typer.echo(f"run {run_id} already {record.state}: nothing to cancel", err=True)
+        else:
+            store.request_cancel(run_id)  # the engine that drives it stops within a second
+            deadline = time.monotonic() + wait
+            while record.state not in FINISHED_RUN_STATES:
+                if _engine_gone(record, time.time()):  # no engine will stop it: record it here
+                    store.cancel_abandoned(run_id)
+                elif time.monotonic() >= deadline:
+                    typer.echo(f"run {run_id}: cancel requested; its engine is still stopping "
+                               f"it (see: forge workflow show {run_id})", err=True)
+                    break
+                else:
+                    time.sleep(0.2)
+                record = store.get_run(run_id, with_tasks=False)
+        if as_json:
+            emit_json(store.get_run(run_id))
+        elif record.state in FINISHED_RUN_STATES:
+            typer.echo(f"run {run_id} {record.state}")
 
 
 @workflow_app.command("retry")

@@ -56,6 +56,10 @@ class Engine:
     hook: HookRunner | None = None
     heartbeat: Callable[[], bool] | None = None
     heartbeat_every: float = 5.0
+    cancel_requested: Callable[[], bool] | None = None
+    """Whether someone asked, from outside, to stop the run (``forge workflow cancel``):
+    asked when the run starts and every ``cancel_every`` seconds."""
+    cancel_every: float = 1.0
     commit_delay: float = 0.05
     """Longest a change waits for its group commit (the ends of a fan-out of short tasks
     then share a transaction, about 80 of them here; a task waits for none of it, only its
@@ -86,6 +90,8 @@ class Engine:
     _idle: int = attrs.field(init=False, default=0)
     _tg: anyio.abc.TaskGroup | None = attrs.field(init=False, default=None)
     _pipes: LogPipes | None = attrs.field(init=False, default=None)
+    _cancelled: bool = attrs.field(init=False, default=False)
+    """Stopped on a request from outside (see ``cancel_requested``)."""
 
     def __attrs_post_init__(self) -> None:
         self._tasks = {t.name: t for t in self.spec.tasks}
@@ -194,11 +200,21 @@ class Engine:
                 tg.start_soon(self._group_commit)
                 if self.heartbeat is not None:
                     tg.start_soon(self._beat, tg.cancel_scope)
+                if self.cancel_requested is not None:
+                    if self.cancel_requested():  # asked before it started: nothing runs
+                        self._cancelled = True
+                        tg.cancel_scope.cancel()
+                    else:
+                        tg.start_soon(self._watch_cancel, tg.cancel_scope)
                 await self._schedule(tg)
                 tg.cancel_scope.cancel()
             if self._lost:
                 raise RunLocked(self.run_id, "another engine")
-            final = self._final_state()
+            if self._cancelled:  # its running tasks were stopped as on Ctrl-C
+                self._cancel_unfinished()
+                final = "cancelled"
+            else:
+                final = self._final_state()
         except BaseException:
             if self._lost:  # the run is someone else's now: write nothing more
                 raise
@@ -444,6 +460,16 @@ class Engine:
             if found.next_at is None:
                 return
             await anyio.sleep(found.next_at - time.time())
+
+    async def _watch_cancel(self, scope: anyio.CancelScope) -> None:
+        assert self.cancel_requested is not None
+        while True:
+            await anyio.sleep(self.cancel_every)
+            if self.cancel_requested():
+                break
+        log.info("run %s: cancel requested; stopping its tasks", self.run_id)
+        self._cancelled = True
+        scope.cancel()
 
     async def _beat(self, scope: anyio.CancelScope) -> None:
         assert self.heartbeat is not None

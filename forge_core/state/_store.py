@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import BackendUnavailable, NotFound, RunLocked
-from ._records import AttemptRecord, EventRecord, PendingHook, RunRecord, TaskRecord
+from ._records import (
+    FINISHED_TASK_STATES,
+    AttemptRecord,
+    EventRecord,
+    PendingHook,
+    RunRecord,
+    TaskRecord,
+)
 
 __all__ = ["StateStore"]
 
@@ -316,6 +323,44 @@ class StateStore:
             found[task] = int(json.loads(data)["after_attempt"])
         return found
 
+    # -- cancelling a run from outside its engine -------------------------------------------
+
+    def request_cancel(self, run_id: str) -> None:
+        """Ask whichever engine drives (or will drive) ``run_id`` to stop it: it checks every
+        second and when it starts. The request stands until :meth:`forget_cancel`."""
+        self.set_value("cancel", run_id, {"at": time.time()})
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return self.get_value("cancel", run_id) is not None
+
+    def forget_cancel(self, run_id: str) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM kv WHERE scope = 'cancel' AND key = ?", (run_id,))
+
+    def cancel_abandoned(self, run_id: str) -> None:
+        """Record a run no engine holds any more (see :func:`orphaned`) as cancelled: its
+        unfinished tasks, the attempts it left running, the run itself, and a
+        ``run.finished`` event, in one transaction."""
+        now = time.time()
+        with self.tx() as db:
+            db.execute("UPDATE attempts SET state = 'cancelled', finished_at = ?,"
+                       " error = 'cancelled after its engine was gone'"
+                       " WHERE run_id = ? AND state = 'running'", (now, run_id))
+            done = sorted(FINISHED_TASK_STATES)
+            names = [n for (n,) in db.execute(
+                f"SELECT name FROM tasks WHERE run_id = ? AND state NOT IN"
+                f" ({', '.join('?' * len(done))}) ORDER BY position", (run_id, *done))]
+            for name in names:
+                db.execute("UPDATE tasks SET state = 'cancelled', next_try_at = NULL"
+                           " WHERE run_id = ? AND name = ?", (run_id, name))
+                db.execute("INSERT INTO events (run_id, kind, at, task, data)"
+                           " VALUES (?, 'task.cancelled', ?, ?, '{}')", (run_id, now, name))
+            db.execute("UPDATE runs SET state = 'cancelled', finished_at = ?, owner = NULL,"
+                       " heartbeat_at = NULL WHERE run_id = ?", (now, run_id))
+            db.execute("INSERT INTO events (run_id, kind, at, task, data)"
+                       " VALUES (?, 'run.finished', ?, NULL, ?)",
+                       (run_id, now, _dumps({"state": "cancelled"})))
+
     def mark_sla_missed(self, run_id: str, task: str) -> None:
         with self.tx() as db:
             db.execute("UPDATE tasks SET sla_missed = 1 WHERE run_id = ? AND name = ?",
@@ -410,6 +455,7 @@ class StateStore:
         with self.tx() as db:
             for run in victims:
                 db.execute("DELETE FROM events WHERE run_id = ?", (run.run_id,))
+                db.execute("DELETE FROM kv WHERE scope = 'cancel' AND key = ?", (run.run_id,))
                 db.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
         return victims
 
