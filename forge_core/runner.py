@@ -292,19 +292,11 @@ async def resume_run(
     that already succeeded or failed is not driven again; only the hook calls its engine left
     unsent are made. Raises :class:`~forge_core.exceptions.RunLocked` while another engine
     drives it."""
-    record = store.get_run(run_id, with_tasks=True)
-    if record.workflow != spec.name:
-        raise ConfigError(f"run {run_id} belongs to workflow {record.workflow!r}, not {spec.name!r}")
+    record = _run_of(spec, run_id, store)
     if record.state in DONE_RUN_STATES:
         await deliver_hooks(spec, run_id, store=store, bus=bus, owner=owner)
         return store.get_run(run_id)
-    known = {t.name for t in record.tasks}
-    missing = [t.name for t in spec.tasks if t.name not in known]
-    if missing:
-        raise ConfigError(
-            f"the workflow changed since run {run_id} started: new tasks {', '.join(missing)}; "
-            "start a new run instead"
-        )
+    _same_tasks(spec, record)
     return await _drive(spec, run_id, store=store, home=home, bus=bus or EventBus(),
                         owner=owner or new_owner_id(), queue_url=queue_url)
 
@@ -327,17 +319,12 @@ async def retry_run(
     :class:`~forge_core.exceptions.ConfigError` for a run that has not finished (resume it)
     or an unknown task, and :class:`~forge_core.exceptions.RunLocked` while an engine holds
     the run."""
-    record = store.get_run(run_id, with_tasks=True)
-    if record.workflow != spec.name:
-        raise ConfigError(f"run {run_id} belongs to workflow {record.workflow!r}, not {spec.name!r}")
+    record = _run_of(spec, run_id, store)
     if record.state not in DONE_RUN_STATES:
         raise ConfigError(f"run {run_id} is {record.state}, not finished; to finish it: "
                           f"forge workflow resume {run_id}")
+    _same_tasks(spec, record)
     states = {t.name: t.state for t in record.tasks}
-    missing = [t.name for t in spec.tasks if t.name not in states]
-    if missing:
-        raise ConfigError(f"the workflow changed since run {run_id} started: new tasks "
-                          f"{', '.join(missing)}; start a new run instead")
     unknown = [t for t in tasks if t not in states]
     if unknown:
         raise ConfigError(f"run {run_id} has no task {unknown[0]!r}; tasks: {', '.join(states)}")
@@ -352,6 +339,25 @@ async def retry_run(
     store.clear_tasks(run_id, [t.name for t in spec.tasks if t.name in cleared])
     return await _drive(spec, run_id, store=store, home=home, bus=bus, owner=owner,
                         queue_url=queue_url)
+
+
+def _run_of(spec: WorkflowSpec, run_id: str, store: StateStore) -> RunRecord:
+    """The record of ``run_id``, which must be a run of ``spec``."""
+    record = store.get_run(run_id, with_tasks=True)
+    if record.workflow != spec.name:
+        raise ConfigError(f"run {run_id} belongs to workflow {record.workflow!r}, not {spec.name!r}")
+    return record
+
+
+def _same_tasks(spec: WorkflowSpec, record: RunRecord) -> None:
+    """Refuse to drive ``record`` on with a ``spec`` that has tasks the run never had."""
+    known = {t.name for t in record.tasks}
+    missing = [t.name for t in spec.tasks if t.name not in known]
+    if missing:
+        raise ConfigError(
+            f"the workflow changed since run {record.run_id} started: new tasks "
+            f"{', '.join(missing)}; start a new run instead"
+        )
 
 
 def _retain(spec: WorkflowSpec, store: StateStore, home: Path) -> None:
