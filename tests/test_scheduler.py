@@ -121,6 +121,17 @@ class TestCronScheduler:
         assert self.scheduler.due(trig, at(2026, 1, 1, 0), at(2026, 1, 1, 5, 30), None) == [
             at(2026, 1, 1, 5)]
 
+    @pytest.mark.parametrize("window", [timedelta(0), timedelta(minutes=10)])
+    def test_a_catchup_window_never_runs_less_than_none(self, window: timedelta) -> None:
+        """catchup: 0 (or a window shorter than the gap) still runs the newest fire time: on
+        time, half a second after it, and after downtime."""
+        trig = Trigger(expression="@hourly")
+        just_after = at(2026, 1, 1, 5) + timedelta(milliseconds=500)
+        assert self.scheduler.due(trig, at(2026, 1, 1, 4), just_after, window) == [
+            at(2026, 1, 1, 5)]
+        assert self.scheduler.due(trig, at(2026, 1, 1, 0), at(2026, 1, 1, 5, 30), window) == [
+            at(2026, 1, 1, 5)]
+
 
 class TestPlanDue:
     def test_idle_workflow_starts_oldest_within_max_active(self) -> None:

@@ -52,12 +52,11 @@ class Scheduler(abc.ABC):
     def due(
         self, trigger: Trigger, last: datetime | None, now: datetime, catchup: timedelta | None
     ) -> list[datetime]:
-        """Fire times missed since ``last`` up to ``now``; with no ``catchup`` window only the
-        newest, otherwise every one within ``catchup`` of ``now``."""
+        """Fire times missed since ``last`` up to ``now``: the newest always, and with a
+        ``catchup`` window the older ones within it of ``now`` too (a window never runs less
+        than none: ``catchup: 0`` is no catch-up, not no runs)."""
         start = last if last is not None else now
         missed = list(self.between(trigger, start + timedelta(microseconds=1), now))
-        if last is None:
-            missed = missed[-1:]
-        if catchup is None:
+        if catchup is None or last is None:
             return missed[-1:]
-        return [t for t in missed if t >= now - catchup]
+        return [t for t in missed[:-1] if t >= now - catchup] + missed[-1:]
