@@ -308,10 +308,7 @@ def workflow_resume(
     with guard():
         _, store = open_home()
         record = store.get_run(store.resolve_run(run_ref), with_tasks=False)
-        source = config or (Path(record.source) if record.source else None)
-        if source is None:
-            fail(f"run {record.run_id} has no recorded config; pass --config FILE")
-        loaded, _ = load_target(None, str(source))
+        loaded = _config_of(record, config)
         from ..runner import DONE_RUN_STATES
 
         if record.state in DONE_RUN_STATES:
@@ -319,6 +316,15 @@ def workflow_resume(
         else:
             store.forget_cancel(record.run_id)  # resuming a cancelled run is asking it to go on
         _execute(loaded, loaded.workflow(record.workflow), {}, as_json, resume_id=record.run_id)
+
+
+def _config_of(record: Any, config: Path | None) -> Target:
+    """The config a run came from (``--config`` overrides the one the run recorded)."""
+    source = config or (Path(record.source) if record.source else None)
+    if source is None:
+        fail(f"run {record.run_id} has no recorded config; pass --config FILE")
+    loaded, _ = load_target(None, str(source))
+    return loaded
 
 
 @workflow_app.command("cancel")
@@ -368,11 +374,8 @@ def workflow_retry(
     """Run a finished run's failed tasks again, and every task after them."""
     with guard():
         _, store = open_home()
-        record = store.get_run(store.resolve_run(run_ref))
-        source = config or (Path(record.source) if record.source else None)
-        if source is None:
-            fail(f"run {record.run_id} has no recorded config; pass --config FILE")
-        loaded, _ = load_target(None, str(source))
+        record = store.get_run(store.resolve_run(run_ref), with_tasks=False)
+        loaded = _config_of(record, config)
         if not task and record.state == "succeeded":
             typer.echo(f"run {record.run_id} succeeded: nothing failed to retry "
                        "(name tasks to run again with --task)", err=True)
