@@ -108,11 +108,11 @@ class Workflow:
         import anyio
 
         from .runner import run_workflow
-        from .state import StateStore, forge_home
+        from .state import forge_home, open_store
 
         spec = self.spec()
         folder = Path(home) if home is not None else forge_home()
-        store = StateStore(folder / "state.db")
+        store = open_store(folder)
         try:
             return anyio.run(lambda: run_workflow(spec, store=store, home=folder, params=params))
         finally:

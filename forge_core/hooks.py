@@ -30,7 +30,7 @@ from anyio.abc import Process
 from .secrets import Redactor
 from .spec import HookSpec, WorkflowSpec
 
-__all__ = ["HookResult", "hook_spec", "run_hook"]
+__all__ = ["HookResult", "hook_argv", "hook_spec", "run_hook"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ async def run_hook(
     return HookResult(ok=ok, detail=f"hook {ref!r}: {detail}" if detail else f"hook {ref!r}")
 
 
-def _argv(hook: HookSpec) -> list[str]:
+def hook_argv(hook: HookSpec) -> list[str]:
+    """The argv a command hook runs (``ValueError`` for a command line shlex cannot split)."""
     command = hook.command or ""
     if hook.shell:
         line = command if isinstance(command, str) else shlex.join(command)
@@ -99,7 +100,7 @@ def _env(event: str, body: Mapping[str, Any]) -> dict[str, str]:
 async def _run_command(
     hook: HookSpec, event: str, body: Mapping[str, Any], workdir: Path | None
 ) -> HookResult:
-    argv = _argv(hook)
+    argv = hook_argv(hook)
     if not argv:
         return HookResult(ok=False, detail="empty hook command")
     data = json.dumps(body, default=str).encode()

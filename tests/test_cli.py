@@ -36,6 +36,29 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def start_waiting_run(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+    """``forge run w`` in the background, w's one task ``wait`` running until the returned
+    gate file exists; returns once the task has started."""
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    write(tmp_path / "forge.yml", f"""
+        workflows:
+          w:
+            tasks:
+              - name: wait
+                shell: true
+                command: touch {started}; while [ ! -e {gate} ]; do sleep 0.05; done
+    """)
+    proc = subprocess.Popen([*FORGE, "run", "w"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(started.exists)
+    except BaseException:
+        gate.touch()
+        proc.kill()
+        raise
+    return proc, gate
+
+
 def assert_clean_error(result: subprocess.CompletedProcess[str], code: int = 2) -> None:
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -365,18 +388,7 @@ class TestCrashAndResume:
     ) -> None:
         """After a kill -9, cancel records the run cancelled itself (no engine would); a
         later resume is asking it to go on, and it finishes."""
-        started, gate = tmp_path / "started", tmp_path / "gate"
-        write(tmp_path / "forge.yml", f"""
-            workflows:
-              w:
-                tasks:
-                  - name: wait
-                    shell: true
-                    command: touch {started}; while [ ! -e {gate} ]; do sleep 0.05; done
-        """)
-        proc = subprocess.Popen([*FORGE, "run", "w"], cwd=tmp_path, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(started.exists)
+        proc, gate = start_waiting_run(tmp_path, env)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         result = forge("workflow", "cancel", "last", "--json", cwd=tmp_path, env=env)
@@ -509,19 +521,8 @@ class TestInspection:
     ) -> None:
         """While a task runs, show gives the time it has run so far (not 0), and the run
         is not said to have lost its engine."""
-        started, gate = tmp_path / "started", tmp_path / "gate"
-        write(tmp_path / "forge.yml", f"""
-            workflows:
-              w:
-                tasks:
-                  - name: wait
-                    shell: true
-                    command: touch {started}; while [ ! -e {gate} ]; do sleep 0.05; done
-        """)
-        proc = subprocess.Popen([*FORGE, "run", "w"], cwd=tmp_path, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc, gate = start_waiting_run(tmp_path, env)
         try:
-            wait_for(started.exists)
             time.sleep(0.2)
             shown = forge("workflow", "show", "last", cwd=tmp_path, env=env).stdout.splitlines()
         finally:

@@ -306,9 +306,7 @@ def workflow_resume(
 ) -> None:
     """Finish an interrupted run: succeeded tasks are not run again."""
     with guard():
-        _, store = open_home()
-        record = store.get_run(store.resolve_run(run_ref), with_tasks=False)
-        loaded = _config_of(record, config)
+        store, record, loaded = _run_and_config(run_ref, config)
         from ..runner import DONE_RUN_STATES
 
         if record.state in DONE_RUN_STATES:
@@ -318,13 +316,16 @@ def workflow_resume(
         _execute(loaded, loaded.workflow(record.workflow), {}, as_json, resume_id=record.run_id)
 
 
-def _config_of(record: Any, config: Path | None) -> Target:
-    """The config a run came from (``--config`` overrides the one the run recorded)."""
+def _run_and_config(run_ref: str, config: Path | None) -> tuple[Any, Any, Target]:
+    """The store, the run ``run_ref`` names (without tasks) and the config it came from
+    (``--config`` overrides the one the run recorded)."""
+    _, store = open_home()
+    record = store.get_run(store.resolve_run(run_ref), with_tasks=False)
     source = config or (Path(record.source) if record.source else None)
     if source is None:
         fail(f"run {record.run_id} has no recorded config; pass --config FILE")
     loaded, _ = load_target(None, str(source))
-    return loaded
+    return store, record, loaded
 
 
 @workflow_app.command("cancel")
@@ -373,9 +374,7 @@ def workflow_retry(
 ) -> None:
     """Run a finished run's failed tasks again, and every task after them."""
     with guard():
-        _, store = open_home()
-        record = store.get_run(store.resolve_run(run_ref), with_tasks=False)
-        loaded = _config_of(record, config)
+        _, record, loaded = _run_and_config(run_ref, config)
         if not task and record.state == "succeeded":
             typer.echo(f"run {record.run_id} succeeded: nothing failed to retry "
                        "(name tasks to run again with --task)", err=True)

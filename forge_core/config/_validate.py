@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-import shlex
 import shutil
 from collections.abc import Callable, Iterator
 
@@ -106,6 +105,8 @@ def hook_warnings(spec: WorkflowSpec) -> list[ConfigProblem]:
     is not under ``hooks:`` is run as a command line, and its command is not on ``PATH``
     (a hook defined nowhere, or misspelt). A command given by path is not checked: it runs
     in the working directory of whoever runs the workflow."""
+    from ..hooks import hook_argv, hook_spec  # only here: it imports what hooks need to run
+
     locate = locator(spec)
     warnings = []
     for i, task in enumerate(spec.tasks):
@@ -114,8 +115,8 @@ def hook_warnings(spec: WorkflowSpec) -> list[ConfigProblem]:
             if ref is None or ref in spec.hooks:
                 continue
             try:
-                program = shlex.split(ref)[0]
-            except (ValueError, IndexError):  # unbalanced quotes, or blank
+                program = (hook_argv(hook_spec(ref, spec)) or [ref])[0]
+            except ValueError:  # unbalanced quotes: it fails when called, as it fails here
                 program = ref
             if "/" not in program and shutil.which(program) is None:
                 message = (f"{ref!r} is neither a hook under 'hooks:' nor a command on PATH; "

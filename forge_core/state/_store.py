@@ -309,9 +309,8 @@ class StateStore:
             for task in tasks:
                 db.execute("UPDATE tasks SET state = 'pending', next_try_at = NULL,"
                            " outputs = '{}' WHERE run_id = ? AND name = ?", (run_id, task))
-                db.execute("INSERT INTO events (run_id, kind, at, task, data)"
-                           " VALUES (?, 'task.cleared', ?, ?, ?)",
-                           (run_id, now, task, _dumps({"after_attempt": last.get(task, 0)})))
+                self.add_event(run_id, "task.cleared", task=task, at=now,  # joins this tx
+                               data={"after_attempt": last.get(task, 0)})
             db.execute("UPDATE runs SET state = 'queued', finished_at = NULL WHERE run_id = ?",
                        (run_id,))
 
@@ -353,13 +352,10 @@ class StateStore:
             for name in names:
                 db.execute("UPDATE tasks SET state = 'cancelled', next_try_at = NULL"
                            " WHERE run_id = ? AND name = ?", (run_id, name))
-                db.execute("INSERT INTO events (run_id, kind, at, task, data)"
-                           " VALUES (?, 'task.cancelled', ?, ?, '{}')", (run_id, now, name))
+                self.add_event(run_id, "task.cancelled", task=name, at=now)
             db.execute("UPDATE runs SET state = 'cancelled', finished_at = ?, owner = NULL,"
                        " heartbeat_at = NULL WHERE run_id = ?", (now, run_id))
-            db.execute("INSERT INTO events (run_id, kind, at, task, data)"
-                       " VALUES (?, 'run.finished', ?, NULL, ?)",
-                       (run_id, now, _dumps({"state": "cancelled"})))
+            self.add_event(run_id, "run.finished", data={"state": "cancelled"}, at=now)
 
     def mark_sla_missed(self, run_id: str, task: str) -> None:
         with self.tx() as db:
@@ -455,7 +451,7 @@ class StateStore:
         with self.tx() as db:
             for run in victims:
                 db.execute("DELETE FROM events WHERE run_id = ?", (run.run_id,))
-                db.execute("DELETE FROM kv WHERE scope = 'cancel' AND key = ?", (run.run_id,))
+                self.forget_cancel(run.run_id)
                 db.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
         return victims
 
