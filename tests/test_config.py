@@ -233,6 +233,25 @@ class TestConfigErrors:
             f"{path}:5: workflows.etl.tasks[0].command: environment variable 'NOPE' is not set; "
             "set it, or give a default with ${NOPE:-value}"]
 
+    def test_a_tasks_own_variable_in_load_time_syntax_says_how_to_escape_it(
+        self, tmp_path: Path
+    ) -> None:
+        """${FORGE_...} in a command is read when the file loads, when no task runs yet: the
+        error says to write $${...}, and that form reaches the task as ${...}."""
+        command = "sh -c 'echo ${FORGE_PARAM_N}'"
+        path = write(tmp_path, wf(f"""\
+            tasks:
+              - name: a
+                command: "{command}"
+            """))
+        assert problems(path) == [
+            f"{path}:5: workflows.etl.tasks[0].command: ${{FORGE_PARAM_N}} is read when the file "
+            "loads, and FORGE_PARAM_N is set only for a task's process: write $${FORGE_PARAM_N} "
+            "to leave it to the task"]
+        path.write_text(path.read_text().replace("${", "$${"))
+        (task,) = load_project(path, environ={}).workflows["etl"].tasks
+        assert task.command == "sh -c 'echo ${FORGE_PARAM_N}'"
+
     def test_bad_default_is_reported_once_at_its_line(self, tmp_path: Path) -> None:
         """A bad value in defaults is reported at the defaults line, not once per task."""
         path = write(tmp_path, wf("""\

@@ -39,8 +39,12 @@ def substitute(text: str, environ: Mapping[str, str], problems: list[str]) -> st
             return environ[name]
         if m.group(2) is not None:
             return m.group(2)
-        problems.append(f"environment variable {name!r} is not set; set it, "
-                        f"or give a default with ${{{name}:-value}}")
+        if name.startswith("FORGE_"):  # a task's own variable: its process has it, not the file
+            problems.append(f"${{{name}}} is read when the file loads, and {name} is set only "
+                            f"for a task's process: write $${{{name}}} to leave it to the task")
+        else:
+            problems.append(f"environment variable {name!r} is not set; set it, "
+                            f"or give a default with ${{{name}:-value}}")
         return found
 
     return _TOKEN.sub(replace, text)
