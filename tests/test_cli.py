@@ -186,6 +186,11 @@ class TestBadInput:
             ("workflows:\n  w:\n    tasks:\n      - {name: a, command: x, timeout: soon}\n",
              "forge.yml:4: workflows.w.tasks[0].timeout"),
             ("workflows:\n  w:\n    tasks: [\n", "forge.yml:"),
+            ("workflows:\n  w:\n    schedule: '61 * * * *'\n    tasks: [{name: a, command: x}]\n",
+             "forge.yml:3: workflows.w.schedule: schedule '61 * * * *' is not a cron expression"),
+            ("workflows:\n  w:\n    schedule: '@daily'\n    timezone: Mars/Olympus\n"
+             "    tasks: [{name: a, command: x}]\n",
+             "forge.yml:4: workflows.w.timezone: unknown time zone 'Mars/Olympus'"),
         ],
     )
     def test_bad_config_is_one_line_per_problem_with_file_line_and_field(

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
+from forge_core.config import load_project
 from forge_core.daemon import Daemon, DaemonOptions
 from forge_core.exceptions import ConfigError
 from forge_core.spec import ProjectSpec, TaskSpec, WorkflowSpec
@@ -133,6 +134,17 @@ class TestDaemonScheduling:
             await settle(daemon)
         assert daemon.is_paused("etl")
         assert [r.state for r in daemon.store.list_runs("etl")] == ["failed", "failed"]
+
+    def test_a_bad_schedule_stops_it_naming_file_line_and_field(self, tmp_path: Path) -> None:
+        """A schedule the scheduler cannot read is a ConfigError before the daemon does
+        anything, with the line and field, as ``forge workflow validate`` gives it."""
+        path = tmp_path / "forge.yml"
+        path.write_text("workflows:\n  etl:\n    schedule: every 0m\n"
+                        "    tasks: [{name: a, command: 'true'}]\n")
+        with pytest.raises(ConfigError) as info:
+            Daemon(project=load_project(path), home=tmp_path, store=StateStore(tmp_path / "s.db"))
+        assert str(info.value) == (f"{path}:3: workflows.etl.schedule: schedule 'every 0m': "
+                                   "an interval must be longer than 0s")
 
     async def test_refuses_to_listen_beyond_loopback_without_a_token(self, tmp_path: Path) -> None:
         """Binding 0.0.0.0 with no bearer token is a ConfigError before anything listens."""

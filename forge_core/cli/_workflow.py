@@ -214,8 +214,10 @@ def workflow_validate(
         try:
             loaded, name = load_target(config, target)
             flows = [loaded.workflow(name)] if name else list(loaded.project.workflows.values())
+            from ..config import raise_problems, schedule_problems
             from ..runner import check_plugins
 
+            raise_problems([p for spec in flows for p in schedule_problems(spec)])
             for spec in flows:
                 check_plugins(spec)
         except (ConfigError, PluginError) as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._convert import converter, parse_duration, parse_size
 from ._loader import CONFIG_NAMES, find_config, load_project, structure_options
 from ._python import load_any, load_python
-from ._validate import hook_warnings, validate_workflow
+from ._validate import hook_warnings, raise_problems, schedule_problems, validate_workflow
 
 __all__ = [
     "CONFIG_NAMES",
@@ -22,6 +22,8 @@ __all__ = [
     "load_python",
     "parse_duration",
     "parse_size",
+    "raise_problems",
+    "schedule_problems",
     "structure_options",
     "validate_workflow",
 ]

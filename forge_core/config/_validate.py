@@ -89,7 +89,8 @@ def check_workflow(spec: WorkflowSpec) -> tuple[list[ConfigProblem], list[str] |
     _check_dependencies(spec, graph, seen, add)
     cycle = graph.find_cycle()
     if cycle is not None:
-        add(seen[cycle[0]], "depends_on", f"dependency cycle: {' -> '.join(cycle)}")
+        if len(cycle) > 2:  # a task that depends on itself is said so above
+            add(seen[cycle[0]], "depends_on", f"dependency cycle: {' -> '.join(cycle)}")
     else:
         for i, task in enumerate(spec.tasks):
             for field, message in _template_problems(spec, task, graph):
@@ -98,6 +99,26 @@ def check_workflow(spec: WorkflowSpec) -> tuple[list[ConfigProblem], list[str] |
                 for message in _parameter_problems(spec, task, graph):
                     add(i, "", message)
     return problems, cycle
+
+
+def schedule_problems(spec: WorkflowSpec) -> list[ConfigProblem]:
+    """A ``schedule`` or ``timezone`` the scheduler cannot read. Checked apart from
+    :func:`check_workflow`, by ``forge workflow validate`` and the daemon: it imports
+    croniter, which a run started by hand never needs."""
+    if spec.schedule is None:
+        return []
+    from ..abc import Trigger
+    from ..scheduler.cron import CronScheduler
+
+    locate = locator(spec)
+    problems = []
+    for field, trigger in (("timezone", Trigger(expression="@daily", timezone=spec.timezone)),
+                           ("schedule", Trigger(expression=spec.schedule))):
+        try:
+            CronScheduler().validate(trigger)
+        except ConfigError as exc:
+            problems.append(ConfigProblem(str(exc), file=spec.source, **locate(None, field)))
+    return problems
 
 
 def hook_warnings(spec: WorkflowSpec) -> list[ConfigProblem]:

@@ -21,6 +21,7 @@ import attrs
 from anyio.abc import TaskGroup
 
 from ..abc import Trigger
+from ..config import raise_problems, schedule_problems
 from ..events import EventBus
 from ..exceptions import ConfigError, ForgeError, RunLocked
 from ..metrics import Metrics
@@ -87,9 +88,9 @@ class Daemon:
     def __attrs_post_init__(self) -> None:
         self.bus.subscribe(self.metrics.on_event)
         values: list[str] = []
+        raise_problems([p for spec in self.project.workflows.values()
+                        for p in schedule_problems(spec)])
         for spec in self.project.workflows.values():
-            if spec.schedule:
-                self._scheduler.validate(Trigger(expression=spec.schedule, timezone=spec.timezone))
             try:
                 values.extend(resolve_secrets(spec, _base_dir(spec)).values())
             except ConfigError as exc:
