@@ -112,6 +112,7 @@ def schedule_problems(spec: WorkflowSpec) -> list[ConfigProblem]:
 
     locate = locator(spec)
     problems = []
+    # each field checked alone, so that each problem names its own line
     for field, trigger in (("timezone", Trigger(expression="@daily", timezone=spec.timezone)),
                            ("schedule", Trigger(expression=spec.schedule))):
         try:
