@@ -110,16 +110,20 @@ def schedule_problems(spec: WorkflowSpec) -> list[ConfigProblem]:
     from ..abc import Trigger
     from ..scheduler.cron import CronScheduler
 
-    locate = locator(spec)
-    problems = []
+    scheduler = CronScheduler()
+    found = []
     # each field checked alone, so that each problem names its own line
     for field, trigger in (("timezone", Trigger(expression="@daily", timezone=spec.timezone)),
                            ("schedule", Trigger(expression=spec.schedule))):
         try:
-            CronScheduler().validate(trigger)
+            scheduler.validate(trigger)
         except ConfigError as exc:
-            problems.append(ConfigProblem(str(exc), file=spec.source, **locate(None, field)))
-    return problems
+            found.append((field, str(exc)))
+    if not found:
+        return []
+    locate = locator(spec)  # only to name a problem's line
+    return [ConfigProblem(message, file=spec.source, **locate(None, field))
+            for field, message in found]
 
 
 def hook_warnings(spec: WorkflowSpec) -> list[ConfigProblem]:
