@@ -194,20 +194,13 @@ class Engine:
         self._commit()
         final = "failed"
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                tg.start_soon(self._watch_sla)
-                tg.start_soon(self._group_commit)
-                if self.heartbeat is not None:
-                    tg.start_soon(self._beat, tg.cancel_scope)
-                if self.cancel_requested is not None:
-                    if self.cancel_requested():  # asked before it started: nothing runs
-                        self._cancelled = True
-                        tg.cancel_scope.cancel()
-                    else:
-                        tg.start_soon(self._watch_cancel, tg.cancel_scope)
-                await self._schedule(tg)
-                tg.cancel_scope.cancel()
+            if self.cancel_requested is not None and self.cancel_requested():
+                # asked before it started: nothing runs. Not even a worker may start, for
+                # a task started in a cancelled scope runs until its first wait, and a
+                # child can be spawned before that
+                self._cancelled = True
+            else:
+                await self._drive()
             if self._lost:
                 raise RunLocked(self.run_id, "another engine")
             if self._cancelled:  # its running tasks were stopped as on Ctrl-C
@@ -232,6 +225,18 @@ class Engine:
                     self._commit()
             self._journal.close(remove=not self._lost)
         return final
+
+    async def _drive(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._watch_sla)
+            tg.start_soon(self._group_commit)
+            if self.heartbeat is not None:
+                tg.start_soon(self._beat, tg.cancel_scope)
+            if self.cancel_requested is not None:
+                tg.start_soon(self._watch_cancel, tg.cancel_scope)
+            await self._schedule(tg)
+            tg.cancel_scope.cancel()
 
     def _load(self, tasks: Iterable[TaskRecord],
               lost_starts: Iterable[tuple[str, int, float, str | None]],
