@@ -32,6 +32,7 @@ import anyio
 
 from forge_core.runner import run_workflow
 from forge_core.runtime import own_descriptors
+from forge_core.runtime._spawn import own_terminal
 from forge_core.spec import TaskSpec, WorkflowSpec
 from forge_core.state import StateStore
 
@@ -183,6 +184,8 @@ def main() -> None:
         "fanout_bare_cores_busy": round(bare_busy, 2),
         "fanout_forge_cores_busy": round(forge_busy, 2),
         "disk_file_create_us": round(create_us, 1),
+        # a session per child only when run from a terminal (forge_core/runtime/_spawn.py)
+        "fanout_session_per_child": own_terminal(),
         "chain_tasks": CHAIN,
         "chain_bare_s": round(bare_chain, 5),
         "chain_forge_s": round(forge_chain, 3),

@@ -128,6 +128,46 @@ class TestProcessRuntime:
         assert done.stdout.strip() == str(on_linux_before_313)
         assert sorted(log.read_text().split()) == ["0", "1", "2"]
 
+    @pytest.mark.parametrize("spawn", ["posix_spawn", "popen"])
+    @pytest.mark.parametrize("terminal", [True, False], ids=["a-terminal", "no-terminal"])
+    def test_a_child_leads_its_group_and_never_gets_a_terminal(
+        self, tmp_path: Path, terminal: bool, spawn: str
+    ) -> None:
+        """A child leads its own process group. When Forge has a controlling terminal, the
+        child also leads its own session; without one it stays in Forge's session. Either
+        way, opening /dev/tty fails at once (ENXIO) rather than stopping it."""
+        log = tmp_path / "log"
+        child = ("import errno, os\n"
+                 "try:\n"
+                 "    os.open('/dev/tty', os.O_RDONLY)\n"
+                 "    tty = 'opened'\n"
+                 "except OSError as exc:\n"
+                 "    tty = errno.errorcode[exc.errno]\n"
+                 "print(os.getpid(), os.getpgid(0), os.getsid(0), tty)\n")
+        # an rlimit sends the start through Popen and its preexec_fn instead of posix_spawn
+        resources = "Resources(memory=2 ** 40)" if spawn == "popen" else "Resources()"
+        script = textwrap.dedent(f"""
+            import fcntl, os, sys, termios, anyio
+            from forge_core.abc import ContainerSpec, Resources
+            from forge_core.runtime import ProcessRuntime
+            from forge_core.runtime._spawn import own_terminal
+            if {terminal}:  # a pseudo-terminal becomes this new session's terminal
+                primary, secondary = os.openpty()
+                fcntl.ioctl(secondary, termios.TIOCSCTTY, 0)
+            spec = ContainerSpec(command=[sys.executable, "-c", {child!r}],
+                                 resources={resources}, log_path={str(log)!r})
+            status, _ = anyio.run(ProcessRuntime().run, spec)
+            print(own_terminal(), os.getsid(0), status.exit_code)
+        """)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              check=True, start_new_session=True)
+        has_terminal, forge_session, exit_code = done.stdout.split()
+        pid, group, session, tty = log.read_text().split()
+        assert (has_terminal, exit_code) == (str(terminal), "0")
+        assert group == pid
+        assert session == (pid if terminal else forge_session)
+        assert tty == "ENXIO"
+
     async def test_signals_python_ignores_are_default_in_the_child(
         self, runtime: ProcessRuntime, tmp_path: Path
     ) -> None:

@@ -1,11 +1,12 @@
-"""The ``process`` runtime: a plain child process in its own session, with rlimits.
+"""The ``process`` runtime: a plain child process in its own process group, with rlimits.
 
-Each container is the leader of a new session and process group, so a signal reaches the
-whole group. When the leader exits, the rest of its group is SIGKILLed before the leader is
-reaped (the zombie keeps the group id from being reused), so nothing it started outlives it.
-A non-detached container's group is SIGKILLed by a watchdog process if Forge dies. A
-descendant that calls ``setsid``/``setpgid`` itself escapes the group: use the ``linux``
-runtime (cgroups) when that matters.
+Each container is the leader of a new process group, so a signal reaches the whole group,
+and of a new session when Forge has a terminal to cut it from (see ``_spawn``). When the
+leader exits, the rest of its group is SIGKILLed before the leader is reaped (the zombie
+keeps the group id from being reused), so nothing it started outlives it. A non-detached
+container's group is SIGKILLed by a watchdog process if Forge dies. A descendant that calls
+``setsid``/``setpgid`` itself escapes the group: use the ``linux`` runtime (cgroups) when
+that matters.
 """
 
 from __future__ import annotations
