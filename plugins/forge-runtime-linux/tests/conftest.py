@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -77,6 +78,18 @@ def forge_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("FORGE_HOME", None)
     else:
         os.environ["FORGE_HOME"] = old
+    _remove_home_cgroups(home)
+
+
+def _remove_home_cgroups(home: Path) -> None:
+    """The parent cgroups of this home's containers (``forge-<tag>``), which outlive their
+    containers by design; the home goes with the test session, so they go too."""
+    from forge_runtime_linux._cgroups import Cgroup
+    from forge_runtime_linux._engine import home_tag
+
+    for parent in {os.path.dirname(d) for d in Cgroup(f"forge-{home_tag(home)}/x").dirs()}:
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(parent)
 
 
 @pytest.fixture(scope="session")
