@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 
 from forge_core.runner import run_workflow
-from forge_core.runtime import own_descriptors
+from forge_core.runtime import own_process
 from forge_core.runtime._spawn import own_terminal
 from forge_core.spec import TaskSpec, WorkflowSpec
 from forge_core.state import StateStore
@@ -230,7 +230,7 @@ def fanout_rounds(homes: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    own_descriptors()  # as `forge run` does: this process's descriptors are Forge's own
+    own_process()  # as `forge run` does: its descriptors and terminal are Forge's own
     if sys.argv[1:2] == ["--fanout-in"]:  # the child process of fanout_in
         Path(sys.argv[2], "cgroup.procs").write_text(str(os.getpid()))
         print(json.dumps(fanout_rounds(Path(sys.argv[3]))))
@@ -262,7 +262,7 @@ def main() -> None:
         "fanout_bare_cores_busy": round(fan["bare_busy"], 2),
         "fanout_forge_cores_busy": round(fan["forge_busy"], 2),
         "disk_file_create_us": round(create_us, 1),
-        # a session per child only when run from a terminal (forge_core/runtime/_spawn.py)
+        # a session per child only with a terminal Forge could not give up (runtime/_spawn.py)
         "fanout_session_per_child": own_terminal(),
         # the same fan-out in a child cpu cgroup, as a systemd service runs (root only)
         **({"fanout_in_cgroup_bare_s": round(in_group["bare"], 3),

@@ -129,13 +129,16 @@ class TestProcessRuntime:
         assert sorted(log.read_text().split()) == ["0", "1", "2"]
 
     @pytest.mark.parametrize("spawn", ["posix_spawn", "popen"])
-    @pytest.mark.parametrize("terminal", [True, False], ids=["a-terminal", "no-terminal"])
+    @pytest.mark.parametrize("terminal", ["leader", "released", "none"],
+                             ids=["a-terminal-it-leads", "a-terminal-given-up", "no-terminal"])
     def test_a_child_leads_its_group_and_never_gets_a_terminal(
-        self, tmp_path: Path, terminal: bool, spawn: str
+        self, tmp_path: Path, terminal: str, spawn: str
     ) -> None:
-        """A child leads its own process group. When Forge has a controlling terminal, the
-        child also leads its own session; without one it stays in Forge's session. Either
-        way, opening /dev/tty fails at once (ENXIO) rather than stopping it."""
+        """A child leads its own process group. While Forge has a controlling terminal, the
+        child also leads its own session; once Forge gave it up (as the forge command does,
+        unless it leads its session) or had none, the child stays in Forge's session. Either
+        way, opening /dev/tty fails at once (ENXIO) rather than stopping it, and Ctrl-C on
+        the terminal still reaches Forge."""
         log = tmp_path / "log"
         child = ("import errno, os\n"
                  "try:\n"
@@ -147,25 +150,41 @@ class TestProcessRuntime:
         # an rlimit sends the start through Popen and its preexec_fn instead of posix_spawn
         resources = "Resources(memory=2 ** 40)" if spawn == "popen" else "Resources()"
         script = textwrap.dedent(f"""
-            import fcntl, os, sys, termios, anyio
+            import fcntl, os, signal, sys, time, termios, anyio
             from forge_core.abc import ContainerSpec, Resources
             from forge_core.runtime import ProcessRuntime
-            from forge_core.runtime._spawn import own_terminal
-            if {terminal}:  # a pseudo-terminal becomes this new session's terminal
+            from forge_core.runtime._spawn import own_terminal, release_terminal
+            if {terminal!r} != "none":  # a pseudo-terminal becomes this new session's terminal
                 primary, secondary = os.openpty()
                 fcntl.ioctl(secondary, termios.TIOCSCTTY, 0)
+            if {terminal!r} == "released":  # Forge as a shell starts it: not the leader
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                pid = os.fork()
+                if pid:
+                    os._exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+            released = release_terminal()
+            interrupted = []
+            if {terminal!r} != "none":  # Ctrl-C typed on the terminal
+                signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+                os.write(primary, b"\x03")
+                deadline = time.monotonic() + 30
+                while not interrupted and time.monotonic() < deadline:
+                    time.sleep(0.01)
             spec = ContainerSpec(command=[sys.executable, "-c", {child!r}],
                                  resources={resources}, log_path={str(log)!r})
             status, _ = anyio.run(ProcessRuntime().run, spec)
-            print(own_terminal(), os.getsid(0), status.exit_code)
+            print(released, own_terminal(), bool(interrupted), os.getsid(0), status.exit_code)
         """)
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                               check=True, start_new_session=True)
-        has_terminal, forge_session, exit_code = done.stdout.split()
+        released, has_terminal, interrupted, forge_session, exit_code = done.stdout.split()
         pid, group, session, tty = log.read_text().split()
-        assert (has_terminal, exit_code) == (str(terminal), "0")
+        assert exit_code == "0"
+        assert released == str(terminal == "released")
+        assert has_terminal == str(terminal == "leader")
+        assert interrupted == str(terminal != "none")
         assert group == pid
-        assert session == (pid if terminal else forge_session)
+        assert session == (pid if terminal == "leader" else forge_session)
         assert tty == "ENXIO"
 
     async def test_signals_python_ignores_are_default_in_the_child(

@@ -108,9 +108,10 @@ def _execute(target: Target, spec: Any, params: dict[str, str], as_json: bool,
     from ..cli._stopping import Stopped, until_stopped
     from ..events import EventBus
     from ..runner import resume_run, retry_run, run_workflow
-    from ..runtime import own_descriptors
+    from ..runtime import own_process
 
-    own_descriptors()  # this process is Forge's: its tasks inherit none of its descriptors
+    own_process()  # this process is Forge's: its tasks inherit none of its descriptors,
+    # and its terminal is not theirs
     home, store = open_home(target.project)
     bus = EventBus()
     live = stdout_is_tty() and not as_json

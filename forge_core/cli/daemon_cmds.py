@@ -269,10 +269,11 @@ def _run_backfill(spec: Any, dates: list[str], home: Path, store: Any, as_json: 
     import anyio
 
     from ..runner import run_workflow
-    from ..runtime import own_descriptors
+    from ..runtime import own_process
     from ._stopping import Stopped, until_stopped
 
-    own_descriptors()  # this process is Forge's: its tasks inherit none of its descriptors
+    own_process()  # this process is Forge's: its tasks inherit none of its descriptors,
+    # and its terminal is not theirs
     results = []
     for date in dates:
         try:

@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--grace", type=float, default=30.0)
     args = parser.parse_args(argv)
-    from ..runtime import own_descriptors
+    from ..runtime import own_process
 
-    own_descriptors()  # this process is Forge's: its tasks inherit none of its descriptors
+    own_process()  # this process is Forge's: its tasks inherit none of its descriptors,
+    # and its terminal is not theirs
     try:
         serve(args.config, args.host, args.port, os.environ.get("FORGE_DAEMON_TOKEN"), args.grace)
     except ForgeError as exc:

@@ -4,8 +4,9 @@ and stderr open.
 The group is what a timeout signals. When Forge has a controlling terminal, the child also
 leads a new session, so it cannot read, or be stopped by, that terminal: opening
 ``/dev/tty`` fails at once (``ENXIO``) instead of stopping it with ``SIGTTIN`` until its
-timeout. With no terminal (the daemon, a service, CI) there is nothing to cut it from, and
-the group alone is the same isolation. It is also much cheaper: ``setsid`` gives each child
+timeout. With no terminal (the daemon, a service, CI, or a ``forge`` command that gave its
+terminal up: :func:`release_terminal`) there is nothing to cut it from, and the group alone
+is the same isolation. It is also much cheaper: ``setsid`` gives each child
 a scheduler autogroup of its own, which the kernel creates, moves the child into and frees.
 A fan-out of ``true`` tasks ran 1.51x the bare loop with a session per child and 1.46x
 without, in the root cgroup; in any other cpu cgroup (a systemd service) 2.15x against
@@ -33,7 +34,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["ENVIRON", "Limit", "direct", "own_descriptors", "rlimits_for", "spawn", "spawn_direct"]
+__all__ = ["ENVIRON", "Limit", "direct", "own_descriptors", "own_process", "release_terminal",
+           "rlimits_for", "spawn", "spawn_direct"]
 
 Limit = tuple[int, int, int]
 """(resource, soft, hard) for :func:`resource.setrlimit`."""
@@ -151,14 +153,52 @@ def spawn_direct(
 @functools.cache
 def own_terminal() -> bool:
     """Whether this process has a controlling terminal, which its children must be cut from
-    by a session of their own. Asked once: a process gains one only as a session leader
-    opening a terminal, which Forge never does."""
+    by a session of their own. Asked once (and again after :func:`release_terminal`): a
+    process gains one only as a session leader opening a terminal, which Forge never does."""
     try:
         fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:  # ENXIO: none; a /dev without it: none a child could open either
         return False
     os.close(fd)
     return True
+
+
+def release_terminal() -> bool:
+    """Give up this process's controlling terminal (``TIOCNOTTY``), so the children it starts
+    have none to reach without a session each (see the module). Returns whether it gave one
+    up.
+
+    Only for a process that is Forge's own and asks its terminal nothing (the ``forge``
+    command running workflows, the daemon). Its process group stays the terminal's
+    foreground group, so Ctrl-C, Ctrl-Z, a window resize and a hang-up still reach it, and it
+    still writes to the terminal through its standard streams. A session leader keeps its
+    terminal: giving it up would hang up its whole session."""
+    if not own_terminal() or os.getsid(0) == os.getpid():
+        return False
+    import fcntl
+    import termios
+
+    notty = getattr(termios, "TIOCNOTTY", None)
+    if notty is None:
+        return False
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, notty)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    own_terminal.cache_clear()
+    return True
+
+
+def own_process() -> None:
+    """Declare this process Forge's own (the ``forge`` command running workflows, the
+    daemon): neither its descriptors (:func:`own_descriptors`) nor its terminal
+    (:func:`release_terminal`) are for the children it starts."""
+    own_descriptors()
+    release_terminal()
 
 
 _CLOSEFROM: int | None = getattr(os, "POSIX_SPAWN_CLOSEFROM", None)
