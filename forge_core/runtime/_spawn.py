@@ -6,11 +6,11 @@ leads a new session, so it cannot read, or be stopped by, that terminal: opening
 ``/dev/tty`` fails at once (``ENXIO``) instead of stopping it with ``SIGTTIN`` until its
 timeout. With no terminal (the daemon, a service, CI, or a ``forge`` command that gave its
 terminal up: :func:`release_terminal`) there is nothing to cut it from, and the group alone
-is the same isolation. It is also much cheaper: ``setsid`` gives each child
-a scheduler autogroup of its own, which the kernel creates, moves the child into and frees.
-A fan-out of ``true`` tasks ran 1.51x the bare loop with a session per child and 1.46x
-without, in the root cgroup; in any other cpu cgroup (a systemd service) 2.15x against
-1.46x (benchmarks/README.md, fourteenth session).
+is the same isolation. It is also much cheaper: ``setsid`` gives each child a scheduler
+autogroup of its own, which the kernel creates, moves the child into and frees. A fan-out of
+``true`` tasks ran 1.51x the bare loop with a session per child and 1.46x without, in the
+root cgroup; in any other cpu cgroup (as a systemd service with CPU accounting runs) 2.15x
+against 1.46x (benchmarks/README.md, fourteenth session).
 
 A child that needs no rlimits and runs in Forge's own working directory starts with
 ``posix_spawn`` (a ``vfork`` and ``exec``, no Python code, no thread); the others go through
