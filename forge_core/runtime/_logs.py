@@ -3,12 +3,12 @@
 Creating a file costs an inode: about what a link and an unlink cost on a quiet ext4, but
 several times that for minutes after mass deletions (inode allocation skips recently freed
 inodes; retention deletes runs' logs by the thousand), and a fan-out of short tasks pays it
-once per attempt, leaving as many empty files. So a child's log starts as a spare empty
-file of its folder (a *spool*), hard-linked to the log's path: the path exists, and can be
-followed, from the start. When
-the child is reaped, a log that holds output keeps the inode (the spool name goes); an empty
-one is unlinked, and its inode waits, empty, under the spool name for the next child. A
-folder keeps as many spools as children were logging there at once, until :meth:`release`.
+once per attempt, leaving as many empty files. So a child's log starts as a spare empty file
+of its folder (a *spool*), hard-linked to the log's path: the path exists, and can be
+followed, from the start. When the child is reaped, a log that holds output keeps the inode
+(the spool name goes); an empty one is unlinked, and its inode waits, empty, under the spool
+name for the next child. A folder keeps as many spools as children were logging there at
+once, until :meth:`release`.
 
 A reader of a log that was unlinked this way must not show what it reads afterwards, which
 is the next child's output: :func:`forge_core.tail.follow` checks that the path still names

@@ -173,22 +173,24 @@ def release_terminal() -> bool:
     foreground group, so Ctrl-C, Ctrl-Z, a window resize and a hang-up still reach it, and it
     still writes to the terminal through its standard streams. A session leader keeps its
     terminal: giving it up would hang up its whole session."""
-    if not own_terminal() or os.getsid(0) == os.getpid():
+    try:
+        import fcntl
+        import termios
+    except ImportError:  # not POSIX: no controlling terminal to give up
         return False
-    import fcntl
-    import termios
-
     notty = getattr(termios, "TIOCNOTTY", None)
-    if notty is None:
+    if notty is None or os.getsid(0) == os.getpid():
         return False
     try:
         fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
-        try:
-            fcntl.ioctl(fd, notty)
-        finally:
-            os.close(fd)
+    except OSError:  # none to give up
+        return False
+    try:
+        fcntl.ioctl(fd, notty)
     except OSError:
         return False
+    finally:
+        os.close(fd)
     own_terminal.cache_clear()
     return True
 
